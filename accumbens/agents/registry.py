@@ -1,0 +1,57 @@
+"""Agent selection in one place: `create_agent.agent_name = 'dqn'` in gin, or a user's class.
+
+Packaged agents are registered by short name. A user's agent is any callable taking
+`(num_actions, observation_shape, observation_dtype, seed)` and returning a host agent, passed by
+gin reference: `create_agent.agent_fn = @MyAgent` (after `import my_module` in the gin file).
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+import gin
+import numpy as np
+
+_REGISTRY: dict[str, Callable[[], Callable]] = {}
+
+
+def register_agent(name: str, factory_loader: Callable[[], Callable]) -> None:
+    """Registers `name`; `factory_loader()` returns the agent class (imported lazily)."""
+    _REGISTRY[name] = factory_loader
+
+
+def known_agents() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def _dqn():
+    from accumbens.agents.dqn import DQNAgent
+
+    return DQNAgent
+
+
+register_agent("dqn", _dqn)
+
+
+@gin.configurable
+def create_agent(
+    num_actions: int,
+    observation_shape: Sequence[int],
+    observation_dtype: np.dtype,
+    seed: int = 0,
+    agent_name: str = "dqn",
+    agent_fn: Optional[Callable] = None,
+):
+    """Builds the host agent chosen by `agent_fn` (a gin reference) or else by `agent_name`."""
+    if agent_fn is None:
+        if agent_name not in _REGISTRY:
+            raise ValueError(
+                f"unknown agent {agent_name!r}; known agents: {known_agents()}. To use your own, bind "
+                "`create_agent.agent_fn = @YourAgent` in gin (after importing its module)."
+            )
+        agent_fn = _REGISTRY[agent_name]()
+    return agent_fn(
+        num_actions=num_actions,
+        observation_shape=observation_shape,
+        observation_dtype=observation_dtype,
+        seed=seed,
+    )
