@@ -27,7 +27,7 @@ setup(
         "matplotlib>=3.8",
     ],
     extras_require={
-        "test": ["pytest>=8.0"],
+        "test": ["pytest>=8.0", "gymnax>=0.0.8"],
         "jax-envs": ["gymnax>=0.0.8"],
     },
     entry_points={"console_scripts": ["accumbens-train=accumbens.train:main"]},

@@ -75,7 +75,7 @@ class StatisticsWriter:
             writer = csv.DictWriter(f, fieldnames=list(record))
             if new_file:
                 writer.writeheader()
-            writer.writerow(record)
+            writer.writerow({k: float("nan") if v is None else v for k, v in record.items()})
 
     def write(self, record: dict) -> None:
         """Writes one iteration's record; `record['iteration']` is the TensorBoard step."""
