@@ -1,0 +1,447 @@
+"""The host replay buffer: circular NumPy storage, frame stacks and n-step returns at sample time.
+
+Storage
+-------
+The buffer is a ring of `capacity` slots. Every call to `add` writes one slot for step t
+(observation o_t, action a_t, reward r_{t+1}, and whether the episode terminated or was truncated
+after this step). When an episode ends, `add` writes one more slot: the episode's *final
+observation* (what gymnasium returned with terminated/truncated). A final slot is never the start
+of a sampled transition; it is only read as the next observation of the episode's last steps (and
+as the older frames of nothing, since the next episode's stacks are zero-padded). Each observation
+is stored once: 1M Atari steps of 84x84 uint8 frames take about 7 GB.
+
+Per slot the buffer also records `episode_step` (the step's position in its episode; the final
+slot holds the episode length), which makes zero-padding a comparison: frame t-j of a stack at t
+is real iff j <= episode_step[t], else zeros (stacks never cross an episode start, as in Dopamine).
+
+Valid indices
+-------------
+A slot is a valid sample start iff it is a step (not a final slot) and
+  * its n-step window is complete: m = min(n, steps to the episode's end) later slots are written,
+    the slot at t+m being the next observation (the final slot when the episode ended there);
+    a running episode's last n-1 steps are therefore not valid yet;
+  * none of the slots it reads (its stack t-min(k-1, episode_step)..t and its window up to t+m)
+    has been overwritten by the write cursor.
+Validity is maintained incrementally (O(n + k) work per `add`, no scan), together with each valid
+slot's horizon m. Subclasses (prioritized replay) hook `_mark_valid` / `_mark_invalid` to keep
+their sum tree in step: an invalid slot always has priority 0.
+
+Sampling
+--------
+`sample(rng, batch_size)` draws valid starts uniformly (with replacement; rejection sampling with
+NumPy, falling back to an explicit list of valid slots when they are rare) and assembles the batch
+with fancy indexing, no Python loop over the batch:
+  reward   = sum_{k<m} gamma^k r_{t+k+1}
+  discount = gamma^m, or 0 when the episode terminated (not truncated) at step t+m-1
+  next_observation = stack at slot t+m.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Optional, Sequence
+
+import gin
+import numpy as np
+
+from accumbens.replay import checkpointing
+from accumbens.replay.batch import Batch
+
+# How many rejection-sampling rounds to try before listing the valid slots explicitly.
+_REJECTION_ROUNDS = 4
+
+
+@gin.configurable
+class ReplayBuffer:
+    """Uniform circular replay storing each observation once (see the module docstring).
+
+    Args:
+      capacity: number of slots (steps plus one final-observation slot per episode).
+      observation_shape: shape of one observation, e.g. (84, 84) for Atari, (10, 10, 4) MinAtar.
+      observation_dtype: storage dtype; `add` accepts observations of a 'same_kind' cast to it
+        (float64 -> float32) and bool or integer observations into integer storage (bool or int64
+        -> uint8, values are not range-checked); others (float -> uint8) raise a ValueError.
+      stack_size: k, the number of most recent observations stacked on a new last axis.
+      update_horizon: n, the number of steps of the n-step return.
+      gamma: discount factor.
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        observation_shape: Sequence[int],
+        observation_dtype: Any = np.uint8,
+        stack_size: int = 1,
+        update_horizon: int = 1,
+        gamma: float = 0.99,
+    ):
+        capacity, stack_size, update_horizon = int(capacity), int(stack_size), int(update_horizon)
+        if stack_size < 1:
+            raise ValueError(f"stack_size must be >= 1, got {stack_size}.")
+        if update_horizon < 1:
+            raise ValueError(f"update_horizon must be >= 1, got {update_horizon}.")
+        if not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {gamma}.")
+        if capacity < stack_size + update_horizon + 1:
+            raise ValueError(
+                f"capacity ({capacity}) must be at least stack_size + update_horizon + 1 "
+                f"({stack_size + update_horizon + 1}) so that one transition fits."
+            )
+        self._capacity = capacity
+        self._observation_shape = tuple(int(d) for d in observation_shape)
+        self._observation_dtype = np.dtype(observation_dtype)
+        self._stack_size = stack_size
+        self._update_horizon = update_horizon
+        self._gamma = float(gamma)
+        # gamma^0 .. gamma^n, used for n-step returns and discounts.
+        self._gamma_powers = (self._gamma ** np.arange(update_horizon + 1)).astype(np.float32)
+        # Offsets of a stack's frames relative to its newest slot: -(k-1) .. 0.
+        self._stack_offsets = np.arange(-(stack_size - 1), 1, dtype=np.int64)
+        self._window_offsets = np.arange(update_horizon, dtype=np.int64)
+
+        c = capacity
+        self._observation = np.zeros((c, *self._observation_shape), self._observation_dtype)
+        self._action = np.zeros(c, np.int32)
+        self._reward = np.zeros(c, np.float32)
+        self._terminated = np.zeros(c, bool)
+        self._truncated = np.zeros(c, bool)
+        self._is_final = np.zeros(c, bool)  # slot holds an episode's final observation
+        self._episode_step = np.zeros(c, np.int32)  # position in the episode (final: its length)
+        self._valid = np.zeros(c, bool)  # slot is a valid sample start
+        self._horizon = np.zeros(c, np.int32)  # m for valid starts, else 0
+
+        self._add_count = 0  # slots written since creation (logical time of the next write)
+        self._next_episode_step = 0  # episode_step of the next `add`
+        self._num_valid = 0
+        self._num_steps = 0  # live slots that are steps (not final observations)
+
+    # ----------------------------------------------------------------------------- properties
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    @property
+    def observation_shape(self) -> tuple:
+        return self._observation_shape
+
+    @property
+    def observation_dtype(self) -> np.dtype:
+        return self._observation_dtype
+
+    @property
+    def stack_size(self) -> int:
+        return self._stack_size
+
+    @property
+    def update_horizon(self) -> int:
+        return self._update_horizon
+
+    @property
+    def gamma(self) -> float:
+        return self._gamma
+
+    @property
+    def add_count(self) -> int:
+        """Slots written since creation (steps plus final-observation slots)."""
+        return self._add_count
+
+    @property
+    def num_valid(self) -> int:
+        """How many slots are valid sample starts right now."""
+        return self._num_valid
+
+    def __len__(self) -> int:
+        """Number of steps (transitions, not counting final-observation slots) held now."""
+        return self._num_steps
+
+    def can_sample(self, batch_size: int = 1) -> bool:
+        """Whether `sample(rng, batch_size)` can succeed: at least one valid start exists.
+
+        Sampling is with replacement, so one valid start suffices for any batch size; runners
+        gate learning on `len(buffer) >= min_replay_history` as Dopamine does.
+        """
+        return batch_size >= 1 and self._num_valid > 0
+
+    def is_valid(self, index: np.ndarray) -> np.ndarray:
+        """Bool array: which of the slot indices `index` are valid sample starts now."""
+        return self._valid[np.asarray(index) % self._capacity]
+
+    def valid_indices(self) -> np.ndarray:
+        """All valid sample starts, as sorted slot indices (O(capacity); for tests and tools)."""
+        return np.flatnonzero(self._valid)
+
+    # ---------------------------------------------------------------------------------- add
+    def add(
+        self,
+        observation: np.ndarray,
+        action: int,
+        reward: float,
+        terminated: bool,
+        truncated: bool,
+        final_observation: Optional[np.ndarray] = None,
+    ) -> None:
+        """Stores step t: o_t, a_t, r_{t+1}, and whether the episode ended after this step.
+
+        Args:
+          observation: o_t, shape `observation_shape`.
+          action: a_t (an integer).
+          reward: r_{t+1}, the reward received after taking a_t.
+          terminated: the episode reached a terminal state after this step (no bootstrap).
+          truncated: the episode was cut off after this step (time limit; bootstraps). If both are
+            True the step counts as terminated.
+          final_observation: o_{t+1} as gymnasium returned it at the end of the episode. Required
+            when truncated (it is bootstrapped from); optional when terminated (zeros if omitted);
+            must be None while the episode continues.
+        """
+        terminated, truncated = bool(terminated), bool(truncated)
+        ended = terminated or truncated
+        observation = self._check_observation(observation, "observation")
+        if ended:
+            if final_observation is None:
+                if not terminated:
+                    raise ValueError(
+                        "add(..., truncated=True) needs final_observation: a truncated episode "
+                        "bootstraps from the observation gymnasium returned at its last step."
+                    )
+                final_observation = np.zeros(self._observation_shape, self._observation_dtype)
+            else:
+                final_observation = self._check_observation(final_observation, "final_observation")
+        elif final_observation is not None:
+            raise ValueError(
+                "final_observation was given but the episode neither terminated nor was truncated; "
+                "pass it only with terminated=True or truncated=True."
+            )
+        self._write(observation, int(action), float(reward), terminated, truncated and not terminated, False)
+        if ended:
+            self._write(final_observation, 0, 0.0, False, False, True)
+            self._next_episode_step = 0
+
+    def _check_observation(self, observation: Any, name: str) -> np.ndarray:
+        observation = np.asarray(observation)
+        if observation.shape != self._observation_shape:
+            raise ValueError(
+                f"{name} has shape {observation.shape}, but this replay stores observations of "
+                f"shape {self._observation_shape} (set ReplayBuffer.observation_shape)."
+            )
+        if observation.dtype != self._observation_dtype and not self._castable(observation.dtype):
+            raise ValueError(
+                f"{name} has dtype {observation.dtype}, which does not cast safely to the storage "
+                f"dtype {self._observation_dtype} (set ReplayBuffer.observation_dtype)."
+            )
+        return observation
+
+    def _castable(self, dtype: np.dtype) -> bool:
+        """Same-kind casts, plus any integer or bool observation into integer storage."""
+        if np.can_cast(dtype, self._observation_dtype, casting="same_kind"):
+            return True
+        return dtype.kind in "biu" and self._observation_dtype.kind in "iu"
+
+    def _write(self, observation, action, reward, terminated, truncated, is_final) -> None:
+        """Writes one slot at the cursor and updates which slots are valid sample starts."""
+        c, k, n = self._capacity, self._stack_size, self._update_horizon
+        t = self._add_count
+        slot = t % c
+        if t >= c:
+            # The slot's old content (logical time t - c) dies. Starts whose stack reaches back to it
+            # become invalid: start L = t - c + j reads back min(k-1, episode_step[L]) frames.
+            if not self._is_final[slot]:
+                self._num_steps -= 1
+            for j in range(k):
+                old = (t - c + j) % c
+                if self._valid[old] and min(k - 1, int(self._episode_step[old])) >= j:
+                    self._mark_invalid(old)  # (j = 0 is the overwritten slot itself)
+
+        episode_step = self._next_episode_step
+        self._observation[slot] = observation
+        self._action[slot] = action
+        self._reward[slot] = reward
+        self._terminated[slot] = terminated
+        self._truncated[slot] = truncated
+        self._is_final[slot] = is_final
+        self._episode_step[slot] = episode_step
+        self._add_count = t + 1
+        if not is_final:
+            self._num_steps += 1
+            self._next_episode_step = episode_step + 1
+
+        # Starts whose n-step window this write completes. A step completes start t - n (m = n);
+        # a final slot completes the episode's last min(n, length) steps (m = 1 .. n).
+        if is_final:
+            horizons = range(1, min(n, episode_step) + 1)
+        else:
+            horizons = (n,) if episode_step >= n else ()
+        oldest_live = t + 1 - c
+        for m in horizons:
+            start = t - m
+            back = min(k - 1, episode_step - m)  # episode_step of the start is episode_step - m
+            if start - back >= oldest_live:
+                self._mark_valid(start % c, m)
+
+    def _mark_valid(self, slot: int, horizon: int) -> None:
+        """Hook: `slot` becomes a valid start with n-step horizon m = `horizon`."""
+        self._valid[slot] = True
+        self._horizon[slot] = horizon
+        self._num_valid += 1
+
+    def _mark_invalid(self, slot: int) -> None:
+        """Hook: `slot` (currently valid) stops being a valid start."""
+        self._valid[slot] = False
+        self._horizon[slot] = 0
+        self._num_valid -= 1
+
+    # ------------------------------------------------------------------------------- sample
+    def sample(self, rng: np.random.Generator, batch_size: int) -> Batch:
+        """Samples `batch_size` transitions uniformly (with replacement) from the valid starts.
+
+        Returns a `Batch` of NumPy arrays: observation/next_observation
+        [B, *observation_shape, stack_size] (storage dtype), action [B] int32, reward/discount/weight
+        [B] float32, index [B] int64 (slot indices).
+        """
+        index = self._sample_uniform_index(rng, batch_size)
+        return self._gather(index, np.ones(batch_size, np.float32))
+
+    def _sample_uniform_index(self, rng: np.random.Generator, batch_size: int) -> np.ndarray:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        if self._num_valid == 0:
+            raise ValueError(
+                f"Cannot sample from replay: no valid transitions yet ({len(self)} steps stored; a "
+                f"transition needs its {self._update_horizon}-step window complete). Check "
+                "can_sample() or wait for min_replay_history."
+            )
+        filled = min(self._add_count, self._capacity)
+        accept_rate = self._num_valid / filled
+        chosen: list[np.ndarray] = []
+        needed = batch_size
+        for _ in range(_REJECTION_ROUNDS):
+            draws = int(needed / accept_rate * 1.2) + 8
+            candidates = rng.integers(0, filled, size=draws)
+            accepted = candidates[self._valid[candidates]][:needed]
+            chosen.append(accepted)
+            needed -= accepted.size
+            if needed == 0:
+                break
+        if needed > 0:  # valid starts are rare: draw from the explicit list (still uniform)
+            valid = np.flatnonzero(self._valid)
+            chosen.append(valid[rng.integers(0, valid.size, size=needed)])
+        index = chosen[0] if len(chosen) == 1 else np.concatenate(chosen)
+        return index.astype(np.int64, copy=False)
+
+    def _gather(self, index: np.ndarray, weight: np.ndarray) -> Batch:
+        """Assembles the batch for valid slot indices `index` [B] (vectorised)."""
+        c = self._capacity
+        horizon = self._horizon[index]
+        window = (index[:, None] + self._window_offsets) % c  # [B, n]
+        in_window = self._window_offsets < horizon[:, None]
+        reward = (self._reward[window] * self._gamma_powers[:-1] * in_window).sum(axis=1)
+        last_step = (index + horizon - 1) % c
+        discount = self._gamma_powers[horizon] * ~self._terminated[last_step]
+        next_index = (index + horizon) % c
+        return Batch(
+            observation=self._stack(index),
+            action=self._action[index],
+            reward=reward.astype(np.float32, copy=False),
+            next_observation=self._stack(next_index),
+            discount=discount.astype(np.float32, copy=False),
+            weight=weight,
+            index=index,
+        )
+
+    def _stack(self, index: np.ndarray) -> np.ndarray:
+        """Observations stacked on a new last axis, oldest first, zeros before the episode start."""
+        if self._stack_size == 1:
+            return self._observation[index][..., None]
+        slots = (index[:, None] + self._stack_offsets) % self._capacity  # [B, k]
+        frames = self._observation[slots]  # [B, k, *shape]
+        before_start = -self._stack_offsets > self._episode_step[index][:, None]  # [B, k]
+        if before_start.any():
+            frames[before_start] = 0
+        return np.ascontiguousarray(np.moveaxis(frames, 1, -1))
+
+    def update_priorities(self, index: np.ndarray, priority: np.ndarray) -> None:
+        """Uniform replay has no priorities: a no-op, so agents can call it regardless."""
+        del index, priority
+
+    # ---------------------------------------------------------------------------- save/load
+    def _config(self) -> dict:
+        return {
+            "class": type(self).__name__,
+            "capacity": self._capacity,
+            "observation_shape": list(self._observation_shape),
+            "observation_dtype": self._observation_dtype.str,
+            "stack_size": self._stack_size,
+            "update_horizon": self._update_horizon,
+            "gamma": self._gamma,
+        }
+
+    def _slot_arrays(self) -> dict[str, np.ndarray]:
+        """Per-slot arrays (length `capacity`), saved for the filled prefix."""
+        return {
+            "observation": self._observation,
+            "action": self._action,
+            "reward": self._reward,
+            "terminated": self._terminated,
+            "truncated": self._truncated,
+            "is_final": self._is_final,
+            "episode_step": self._episode_step,
+            "valid": self._valid,
+            "horizon": self._horizon,
+        }
+
+    def _extra_arrays(self) -> dict[str, np.ndarray]:
+        """Hook: further arrays to save whole (the prioritized sum tree)."""
+        return {}
+
+    def _load_extra_arrays(self, arrays: dict, source: str) -> None:
+        """Hook: restores what `_extra_arrays` saved (already checked to exist by name)."""
+        del arrays, source
+
+    def save(self, directory: str) -> None:
+        """Writes the buffer's contents to `directory`/replay.npz (+ replay.json), atomically."""
+        filled = min(self._add_count, self._capacity)
+        arrays = {name: a[:filled] for name, a in self._slot_arrays().items()}
+        arrays.update(self._extra_arrays())
+        metadata = {
+            "config": self._config(),
+            "add_count": self._add_count,
+            "next_episode_step": self._next_episode_step,
+        }
+        checkpointing.save_arrays(directory, arrays, metadata)
+
+    def load(self, directory: str) -> None:
+        """Restores what `save` wrote; the buffer must have the same configuration.
+
+        Raises `ReplayCheckpointError` (a ValueError) when the files are missing or corrupt or
+        were written by a buffer with a different configuration. The buffer is unchanged then.
+        """
+        arrays, metadata = checkpointing.load_arrays(directory)
+        source = os.path.join(directory, checkpointing.ARRAYS_FILENAME)
+        saved = metadata.get("config")
+        if saved != self._config():
+            raise checkpointing.ReplayCheckpointError(
+                f"Replay checkpoint {source!r} was written by a buffer configured as {saved}, but "
+                f"this buffer is {self._config()}. Load it into a buffer with the same settings."
+            )
+        try:
+            add_count = int(metadata["add_count"])
+            next_episode_step = int(metadata["next_episode_step"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise checkpointing.ReplayCheckpointError(f"Replay checkpoint {source!r}: bad metadata ({e}).") from e
+        if add_count < 0 or next_episode_step < 0:
+            raise checkpointing.ReplayCheckpointError(f"Replay checkpoint {source!r}: negative counters.")
+        filled = min(add_count, self._capacity)
+        loaded = {}
+        for name, current in self._slot_arrays().items():
+            loaded[name] = checkpointing.check_array(
+                arrays, name, (filled, *current.shape[1:]), current.dtype, source
+            )
+        for name, current in self._extra_arrays().items():
+            checkpointing.check_array(arrays, name, current.shape, current.dtype, source)
+        # Everything checked: now mutate.
+        for name, current in self._slot_arrays().items():
+            current[:filled] = loaded[name]
+            current[filled:] = 0
+        self._add_count = add_count
+        self._next_episode_step = next_episode_step
+        self._num_valid = int(self._valid.sum())
+        self._num_steps = int((~self._is_final[:filled]).sum())
+        self._load_extra_arrays(arrays, source)
