@@ -1,0 +1,149 @@
+"""Fused degree-2 power attention: Pallas GPU kernels with a hand-written backward pass.
+
+Forward = ``state`` kernel (walk the chunks, write each chunk's incoming state tile) then
+``output`` kernel (per chunk: gated power attention inside the chunk + query of the state
+tiles). Backward = ``dstate`` kernel (walk the chunks backwards accumulating the state
+gradient) then ``grads`` kernel (per chunk: dq, dk, dv). See ``fused_kernels`` for the tiling.
+
+The expanded features ``phi(q)``, ``phi(k)`` (``c x 2560`` per chunk for ``d = 64``) are built
+in registers and never written; the per-chunk states (``2560 x d``) are written once and read
+once per pass, in the input dtype (float32 accumulation everywhere).
+
+Gate gradient without a kernel. The output depends on the gates only through
+``w_ij = (q_i.k_j)^2 exp(G_i - G_j)``. Since ``q_i . dL/dq_i = 2 sum_j dL/dw_ij w_ij`` and
+``k_j . dL/dk_j = 2 sum_i dL/dw_ij w_ij``, the gradient with respect to the cumulative gate is
+
+    dL/dG_i = (q_i . dq_i - k_i . dk_i) / 2        (q side summed over the heads sharing k),
+
+and ``dL/dlog_g_t = sum_{i >= t} dL/dG_i`` (a reverse cumulative sum), cheap in plain JAX.
+
+On a machine without a GPU the same kernels run in Pallas interpret mode (slow; for tests).
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+from accumbens.sequence import fused_kernels as fk
+from accumbens.sequence._common import Array, check_inputs, default_scale
+
+F32 = jnp.float32
+
+
+def fused_supported(head_dim: int, degree: int, chunk_size: int) -> Optional[str]:
+    """None if the fused kernel handles this configuration, else the reason it does not."""
+    if degree != 2:
+        return f"the fused kernel implements degree 2 only (got {degree})"
+    if head_dim % fk.TILE or not 16 <= head_dim <= 128:
+        return f"the fused kernel needs head_dim a multiple of 16 in [16, 128] (got {head_dim})"
+    if chunk_size not in (16, 32, 64, 128, 256):
+        return f"the fused kernel needs chunk_size in (16, 32, 64, 128, 256) (got {chunk_size})"
+    return None
+
+
+def _on_gpu() -> bool:
+    return jax.default_backend() == "gpu"
+
+
+def _config(dtype, interpret: bool):
+    if jnp.dtype(dtype).itemsize < 4:
+        mm, prec = jnp.dtype(dtype), None
+    elif interpret:
+        mm, prec = F32, jax.lax.Precision.HIGHEST
+    else:
+        # float32: three-pass TF32 on the tensor cores (about float32 accuracy).
+        mm, prec = F32, jax.lax.DotAlgorithmPreset.TF32_TF32_F32_X3
+    return mm, prec
+
+
+def _prepare_gates(log_g: Array, c: int):
+    """Chunk-local inclusive cumulative sums (B, Tp, Hk) and chunk totals (B, N, Hk), float32."""
+    B, Tp, Hk = log_g.shape
+    n = Tp // c
+    g = jnp.cumsum(log_g.astype(F32).reshape(B, n, c, Hk), axis=2)
+    return g.reshape(B, Tp, Hk), g[:, :, -1, :]
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
+def _fused(q, k, v, log_g, scale: float, c: int, interpret: bool, value_block: int):
+    return _fused_fwd(q, k, v, log_g, scale, c, interpret, value_block)[0]
+
+
+def _fused_fwd(q, k, v, log_g, scale, c, interpret, value_block):
+    mm, prec = _config(q.dtype, interpret)
+    n = q.shape[1] // c
+    g, gt = _prepare_gates(log_g, c)
+    S, z = fk.state_pass(k, v, g, gt, c=c, n_chunks=n, value_block=value_block, state_dtype=mm, mm=mm,
+                         prec=prec, interpret=interpret)
+    y, den = fk.output_pass(q, k, v, g, S, z, c=c, scale=scale, mm=mm, prec=prec, interpret=interpret)
+    return y, (q, k, v, g, gt, S, z, y, den)
+
+
+def _fused_bwd(scale, c, interpret, value_block, res, dy):
+    q, k, v, g, gt, S, z, y, den = res
+    mm, prec = _config(q.dtype, interpret)
+    B, Tp, Hq, d = q.shape
+    Hk = k.shape[2]
+    r = Hq // Hk
+    dyf = dy.astype(F32)
+    zero = den == 0
+    den_ok = jnp.where(zero, 1.0, den)
+    dn = dyf / den_ok[..., None]
+    dd = jnp.where(zero, 0.0, -jnp.sum(dyf * y.astype(F32), axis=-1) / den_ok)
+    dS, dz = fk.dstate_pass(q, dn, dd, g, gt, c=c, scale=scale, value_block=value_block, state_dtype=mm, mm=mm,
+                            prec=prec, interpret=interpret)
+    dq, dk, dv = fk.grads_pass(q, k, v, g, gt, S, z, dS, dz, dn, dd, c=c, scale=scale, mm=mm, prec=prec,
+                               interpret=interpret)
+    qdq = jnp.sum((q.astype(F32) * dq).reshape(B, Tp, Hk, r, d), axis=(3, 4))
+    kdk = jnp.sum(k.astype(F32) * dk, axis=-1)
+    dG = (qdq - kdk) * 0.5
+    dlog_g = jnp.flip(jnp.cumsum(jnp.flip(dG, axis=1), axis=1), axis=1)
+    return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), dlog_g.astype(F32)
+
+
+_fused.defvjp(_fused_fwd, _fused_bwd)
+
+
+def power_attention_fused(
+    q: Array,
+    k: Array,
+    v: Array,
+    log_g: Optional[Array] = None,
+    *,
+    degree: int = 2,
+    scale: Optional[float] = None,
+    chunk_size: int = 128,
+    interpret: Optional[bool] = None,
+    value_block: Optional[int] = None,
+) -> Array:
+    """Fused-kernel power attention (degree 2); shapes as :func:`accumbens.sequence.power_attention`.
+
+    ``interpret`` defaults to True off-GPU (Pallas interpret mode, slow). ``value_block`` splits
+    the value dimension across programs of the state kernels (default: 32 when few programs
+    would run, else the whole head).
+    """
+    b, t, hq, hk, d = check_inputs(q, k, v, log_g, degree)
+    c = chunk_size
+    why = fused_supported(d, degree, c)
+    if why:
+        raise ValueError(why)
+    if interpret is None:
+        interpret = not _on_gpu()
+    s = default_scale(d, scale)
+    if value_block is None:
+        value_block = 32 if (b * hk * fk.n_tiles(d) < 264 and d >= 64) else d
+    if d % value_block or value_block < 16:
+        raise ValueError(f"value_block must divide head_dim and be >= 16 (got {value_block})")
+    n = -(-t // c)
+    pad = n * c - t
+    if log_g is None:
+        log_g = jnp.zeros((b, t, hk), F32)
+    if pad:
+        widths = ((0, 0), (0, pad), (0, 0), (0, 0))
+        q, k, v = (jnp.pad(x, widths) for x in (q, k, v))
+        log_g = jnp.pad(log_g, widths[:3])
+    y = _fused(q, k, v, log_g.astype(F32), s, c, bool(interpret), int(value_block))
+    return y[:, :t]

@@ -1,0 +1,354 @@
+"""Pallas (Triton backend) kernels of the fused degree-2 power attention.
+
+Tiled symmetric embedding
+-------------------------
+For degree 2 the kernels use a blocked form of the symmetric square that suits matrix units:
+cut the head dimension into ``nb = d / 16`` blocks of 16 and keep, for each pair of blocks
+``x <= y``, the ``16 x 16`` outer product of the two blocks as one *tile* of 256 features::
+
+    phi_tile(x, y)[16a + b] = m_xy * X[16x + a] * X[16y + b],   m_xy = 1 if x == y else 2
+
+(``m`` on keys only). Summed over the ``nb (nb + 1) / 2`` tiles this gives ``(q . k)^2`` exactly;
+it keeps 2560 features for ``d = 64`` instead of the minimal 2080 (the same layout as the
+package's kernels) but every tile is a dense ``(c, 256)`` matrix built in registers by one
+broadcast product and a reshape, so the expanded keys/queries never touch global memory.
+
+Kernels (``c`` the chunk, ``N`` the chunk count, ``T = nb(nb+1)/2`` tiles):
+
+* ``state``   grid (batch*kv_heads, nb, nb*value_blocks); each program owns one state tile
+  (256 x value_block, float32, in registers) and walks the chunks in order, writing the state
+  *before* each chunk (in the input dtype) and its normaliser (float32).
+* ``output``  grid (N, batch*q_heads); per chunk: the ``c x c`` gated power attention plus the
+  query of every state tile; writes ``y`` and the row normaliser ``den``.
+* ``dstate``  mirror of ``state`` walking the chunks backwards: the gradient of the loss with
+  respect to the state after each chunk.
+* ``grads``   grid (N, batch*kv_heads); per chunk: dq, dk, dv from the chunk's attention and
+  from the state tiles and their gradients. The gate gradient needs no kernel (see fused.py).
+
+Gates enter as chunk-local cumulative sums ``g`` (float32) and chunk totals ``gt``: queries are
+scaled by ``scale * exp(g/2)``, keys by ``exp((gt - g)/2)``, states decay by ``exp(gt)``.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Tuple
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+
+F32 = jnp.float32
+TILE = 16  # block width of the tiled symmetric embedding
+NT_FEATS = TILE * TILE
+
+
+def n_tiles(d: int) -> int:
+    nb = d // TILE
+    return nb * (nb + 1) // 2
+
+
+def _tile_id(x, y):
+    return y * (y + 1) // 2 + x
+
+
+def _tiles(nb: int):
+    """Static list of (tile id, x, y, multiplier) in tile-id order."""
+    out = []
+    for y in range(nb):
+        for x in range(y + 1):
+            out.append((_tile_id(x, y), x, y, 1.0 if x == y else 2.0))
+    return out
+
+
+def _dot(a, b, mm, prec, ta: bool = False, tb: bool = False):
+    """a @ b with optional transposes; operands cast to ``mm``, float32 accumulation."""
+    dims = (((0 if ta else 1,), (1 if tb else 0,)), ((), ()))
+    return jax.lax.dot_general(a.astype(mm), b.astype(mm), dims, precision=prec, preferred_element_type=F32)
+
+
+def _outer(xo, xi, c):
+    """(c,16) x (c,16) -> (c,256) row-wise outer product."""
+    return (xo[:, :, None] * xi[:, None, :]).reshape(c, NT_FEATS)
+
+
+def _phi_transpose(dphi, xo, xi, c):
+    """Gradient of ``_outer`` w.r.t. its two (c,16) factors given ``dphi`` (c,256)."""
+    d3 = dphi.reshape(c, TILE, TILE)
+    return jnp.sum(d3 * xi[:, None, :], axis=2), jnp.sum(d3 * xo[:, :, None], axis=1)
+
+
+# ----------------------------------------------------------------------------------------
+# forward: state pass
+# ----------------------------------------------------------------------------------------
+def state_pass(k, v, g, gt, *, c, n_chunks, value_block, state_dtype, mm, prec, interpret, num_warps=8):
+    """Forward state pass. k, v: (B, Tp, Hk, d); g: (B, Tp, Hk) f32; gt: (B, N, Hk) f32.
+
+    Returns S (B, Hk, N, T, 256, d) in ``state_dtype`` (state before each chunk) and z
+    (B, Hk, N, T, 256) float32.
+    """
+    B, Tp, Hk, d = k.shape
+    nb = d // TILE
+    nt = n_tiles(d)
+    bv = value_block
+    nv = d // bv
+
+    def kernel(k_ref, v_ref, g_ref, gt_ref, s_ref, z_ref):
+        bh = pl.program_id(0)
+        x = pl.program_id(1)
+        yv = pl.program_id(2)
+        y = yv // nv
+        vb = yv % nv
+        b = bh // Hk
+        h = bh % Hk
+
+        @pl.when(x <= y)
+        def _():
+            m = jnp.where(x == y, 1.0, 2.0).astype(F32)
+            t = _tile_id(x, y)
+
+            def body(n, carry):
+                S, z = carry
+                s_ref[b, h, n, t, :, pl.ds(vb * bv, bv)] = S.astype(s_ref.dtype)
+
+                @pl.when(vb == 0)
+                def _():
+                    z_ref[b, h, n, t, :] = z
+
+                rows = pl.ds(n * c, c)
+                gg = g_ref[b, rows, h]
+                gtn = gt_ref[b, n, h]
+                e = jnp.exp((gtn - gg) * 0.5)[:, None]
+                ko = k_ref[b, rows, h, pl.ds(x * TILE, TILE)].astype(F32) * e
+                ki = k_ref[b, rows, h, pl.ds(y * TILE, TILE)].astype(F32) * e
+                phi = _outer(ko, ki, c) * m
+                vv = v_ref[b, rows, h, pl.ds(vb * bv, bv)]
+                dec = jnp.exp(gtn)
+                S = S * dec + _dot(phi, vv, mm, prec, ta=True)
+                z = z * dec + jnp.sum(phi, axis=0)
+                return S, z
+
+            jax.lax.fori_loop(0, n_chunks, body, (jnp.zeros((NT_FEATS, bv), F32), jnp.zeros((NT_FEATS,), F32)))
+
+    out_shape = (
+        jax.ShapeDtypeStruct((B, Hk, n_chunks, nt, NT_FEATS, d), state_dtype),
+        jax.ShapeDtypeStruct((B, Hk, n_chunks, nt, NT_FEATS), F32),
+    )
+    return pl.pallas_call(
+        kernel,
+        out_shape=out_shape,
+        grid=(B * Hk, nb, nb * nv),
+        interpret=interpret,
+        compiler_params=None if interpret else _params(num_warps),
+    )(k, v, g, gt)
+
+
+def _params(num_warps: int, num_stages: int = 2):
+    from jax.experimental.pallas import triton as plgpu
+
+    return plgpu.CompilerParams(num_warps=num_warps, num_stages=num_stages)
+
+
+# ----------------------------------------------------------------------------------------
+# forward: output pass
+# ----------------------------------------------------------------------------------------
+def output_pass(q, k, v, g, S, z, *, c, scale, mm, prec, interpret, num_warps=8):
+    """y (B, Tp, Hq, d) in q.dtype and den (B, Tp, Hq) float32."""
+    B, Tp, Hq, d = q.shape
+    Hk = k.shape[2]
+    r = Hq // Hk
+    nb = d // TILE
+    n_chunks = Tp // c
+    tiles = _tiles(nb)
+
+    def kernel(q_ref, k_ref, v_ref, g_ref, s_ref, z_ref, o_ref, den_ref):
+        n = pl.program_id(0)
+        bh = pl.program_id(1)
+        b = bh // Hq
+        hq = bh % Hq
+        h = hq // r
+        rows = pl.ds(n * c, c)
+        qq = q_ref[b, rows, hq, :]
+        kk = k_ref[b, rows, h, :]
+        vv = v_ref[b, rows, h, :]
+        gg = g_ref[b, rows, h]
+        sc = _dot(qq, kk, mm, prec, tb=True) * scale
+        ri = jax.lax.broadcasted_iota(jnp.int32, (c, c), 0)
+        ci = jax.lax.broadcasted_iota(jnp.int32, (c, c), 1)
+        E = jnp.exp(jnp.where(ri >= ci, gg[:, None] - gg[None, :], -jnp.inf))
+        w = sc * sc * E
+        num = _dot(w, vv, mm, prec)
+        den = jnp.sum(w, axis=1)
+        ge = (scale * jnp.exp(gg * 0.5))[:, None]
+        qb = [q_ref[b, rows, hq, pl.ds(i * TILE, TILE)].astype(F32) * ge for i in range(nb)]
+        for t, x, y, _ in tiles:
+            phi = _outer(qb[x], qb[y], c)
+            num = num + _dot(phi, s_ref[b, h, n, t, :, :], mm, prec)
+            den = den + jnp.sum(phi * z_ref[b, h, n, t, :][None, :], axis=1)
+        den_ok = jnp.where(den == 0, 1.0, den)
+        o_ref[b, rows, hq, :] = (num / den_ok[:, None]).astype(o_ref.dtype)
+        den_ref[b, rows, hq] = den
+
+    out_shape = (jax.ShapeDtypeStruct((B, Tp, Hq, d), q.dtype), jax.ShapeDtypeStruct((B, Tp, Hq), F32))
+    return pl.pallas_call(
+        kernel,
+        out_shape=out_shape,
+        grid=(n_chunks, B * Hq),
+        interpret=interpret,
+        compiler_params=None if interpret else _params(num_warps, 1),
+    )(q, k, v, g, S, z)
+
+
+# ----------------------------------------------------------------------------------------
+# backward: dstate pass (reverse scan over chunks)
+# ----------------------------------------------------------------------------------------
+def dstate_pass(q, dn, dd, g, gt, *, c, scale, value_block, state_dtype, mm, prec, interpret, num_warps=8):
+    """dS (B, Hk, N, T, 256, d) in ``state_dtype``: gradient w.r.t. the state *after* each chunk; dz likewise.
+
+    q: (B, Tp, Hq, d); dn: (B, Tp, Hq, d) float32 = dL/dnum; dd: (B, Tp, Hq) float32 = dL/dden.
+    """
+    B, Tp, Hq, d = q.shape
+    Hk = g.shape[2]
+    r = Hq // Hk
+    nb = d // TILE
+    nt = n_tiles(d)
+    n_chunks = Tp // c
+    bv = value_block
+    nv = d // bv
+
+    def kernel(q_ref, dn_ref, dd_ref, g_ref, gt_ref, ds_ref, dz_ref):
+        bh = pl.program_id(0)
+        x = pl.program_id(1)
+        yv = pl.program_id(2)
+        y = yv // nv
+        vb = yv % nv
+        b = bh // Hk
+        h = bh % Hk
+
+        @pl.when(x <= y)
+        def _():
+            t = _tile_id(x, y)
+
+            def body(i, carry):
+                dS, dz = carry
+                n = n_chunks - 1 - i
+                ds_ref[b, h, n, t, :, pl.ds(vb * bv, bv)] = dS.astype(ds_ref.dtype)
+
+                @pl.when(vb == 0)
+                def _():
+                    dz_ref[b, h, n, t, :] = dz
+
+                rows = pl.ds(n * c, c)
+                gg = g_ref[b, rows, h]
+                gtn = gt_ref[b, n, h]
+                ge = (scale * jnp.exp(gg * 0.5))[:, None]
+                dec = jnp.exp(gtn)
+                dS = dS * dec
+                dz = dz * dec
+                for j in range(r):
+                    hq = h * r + j
+                    qo = q_ref[b, rows, hq, pl.ds(x * TILE, TILE)].astype(F32) * ge
+                    qi = q_ref[b, rows, hq, pl.ds(y * TILE, TILE)].astype(F32) * ge
+                    phi = _outer(qo, qi, c)
+                    dnv = dn_ref[b, rows, hq, pl.ds(vb * bv, bv)]
+                    dS = dS + _dot(phi, dnv, mm, prec, ta=True)
+                    dz = dz + jnp.sum(phi * dd_ref[b, rows, hq][:, None], axis=0)
+                return dS, dz
+
+            jax.lax.fori_loop(0, n_chunks, body, (jnp.zeros((NT_FEATS, bv), F32), jnp.zeros((NT_FEATS,), F32)))
+
+    out_shape = (
+        jax.ShapeDtypeStruct((B, Hk, n_chunks, nt, NT_FEATS, d), state_dtype),
+        jax.ShapeDtypeStruct((B, Hk, n_chunks, nt, NT_FEATS), F32),
+    )
+    return pl.pallas_call(
+        kernel,
+        out_shape=out_shape,
+        grid=(B * Hk, nb, nb * nv),
+        interpret=interpret,
+        compiler_params=None if interpret else _params(num_warps),
+    )(q, dn, dd, g, gt)
+
+
+# ----------------------------------------------------------------------------------------
+# backward: per-chunk gradients
+# ----------------------------------------------------------------------------------------
+def grads_pass(q, k, v, g, gt, S, z, dS, dz, dn, dd, *, c, scale, mm, prec, interpret, num_warps=8):
+    """dq (B,Tp,Hq,d), dk, dv (B,Tp,Hk,d), all float32."""
+    B, Tp, Hq, d = q.shape
+    Hk = k.shape[2]
+    r = Hq // Hk
+    nb = d // TILE
+    n_chunks = Tp // c
+    tiles = _tiles(nb)
+
+    def kernel(q_ref, k_ref, v_ref, g_ref, gt_ref, s_ref, z_ref, ds_ref, dz_ref, dn_ref, dd_ref,
+               dq_ref, dk_ref, dv_ref):
+        n = pl.program_id(0)
+        bh = pl.program_id(1)
+        b = bh // Hk
+        h = bh % Hk
+        rows = pl.ds(n * c, c)
+        gg = g_ref[b, rows, h]
+        gtn = gt_ref[b, n, h]
+        kk = k_ref[b, rows, h, :]
+        vv = v_ref[b, rows, h, :]
+        ek = jnp.exp((gtn - gg) * 0.5)[:, None]
+        kb = [k_ref[b, rows, h, pl.ds(i * TILE, TILE)].astype(F32) for i in range(nb)]
+        kh = [x_ * ek for x_ in kb]
+        # --- keys/values through the state after this chunk ---
+        dkh = [jnp.zeros((c, TILE), F32) for _ in range(nb)]
+        dv = jnp.zeros((c, d), F32)
+        for t, x, y, m in tiles:
+            phik = _outer(kh[x], kh[y], c) * m
+            dSt = ds_ref[b, h, n, t, :, :]
+            dv = dv + _dot(phik, dSt, mm, prec)
+            dphi = (_dot(vv, dSt, mm, prec, tb=True) + dz_ref[b, h, n, t, :][None, :]) * m
+            go, gi = _phi_transpose(dphi, kh[x], kh[y], c)
+            dkh[x] = dkh[x] + go
+            dkh[y] = dkh[y] + gi
+        dk = [dkh[i] * ek for i in range(nb)]
+        ri = jax.lax.broadcasted_iota(jnp.int32, (c, c), 0)
+        ci = jax.lax.broadcasted_iota(jnp.int32, (c, c), 1)
+        E = jnp.exp(jnp.where(ri >= ci, gg[:, None] - gg[None, :], -jnp.inf))
+        ge = (scale * jnp.exp(gg * 0.5))[:, None]
+        for j in range(r):
+            hq = h * r + j
+            qq = q_ref[b, rows, hq, :]
+            dnn = dn_ref[b, rows, hq, :]
+            ddd = dd_ref[b, rows, hq]
+            # --- inside the chunk ---
+            sc = _dot(qq, kk, mm, prec, tb=True) * scale
+            w = sc * sc * E
+            dv = dv + _dot(w, dnn, mm, prec, ta=True)
+            dW = _dot(dnn, vv, mm, prec, tb=True) + ddd[:, None]
+            da = dW * (2.0 * scale) * sc * E
+            qb = [q_ref[b, rows, hq, pl.ds(i * TILE, TILE)].astype(F32) for i in range(nb)]
+            dq = [_dot(da, kb[i], mm, prec) for i in range(nb)]
+            for i in range(nb):
+                dk[i] = dk[i] + _dot(da, qb[i], mm, prec, ta=True)
+            # --- queries through the state before this chunk ---
+            qh = [x_ * ge for x_ in qb]
+            dqh = [jnp.zeros((c, TILE), F32) for _ in range(nb)]
+            for t, x, y, _ in tiles:
+                dphi = _dot(dnn, s_ref[b, h, n, t, :, :], mm, prec, tb=True) + ddd[:, None] * z_ref[b, h, n, t, :][None, :]
+                go, gi = _phi_transpose(dphi, qh[x], qh[y], c)
+                dqh[x] = dqh[x] + go
+                dqh[y] = dqh[y] + gi
+            for i in range(nb):
+                dq_ref[b, rows, hq, pl.ds(i * TILE, TILE)] = dq[i] + dqh[i] * ge
+        for i in range(nb):
+            dk_ref[b, rows, h, pl.ds(i * TILE, TILE)] = dk[i]
+        dv_ref[b, rows, h, :] = dv
+
+    out_shape = (
+        jax.ShapeDtypeStruct((B, Tp, Hq, d), F32),
+        jax.ShapeDtypeStruct((B, Tp, Hk, d), F32),
+        jax.ShapeDtypeStruct((B, Tp, Hk, d), F32),
+    )
+    return pl.pallas_call(
+        kernel,
+        out_shape=out_shape,
+        grid=(n_chunks, B * Hk),
+        interpret=interpret,
+        compiler_params=None if interpret else _params(num_warps, 1),
+    )(q, k, v, g, gt, S, z, dS, dz, dn, dd)
