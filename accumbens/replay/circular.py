@@ -96,10 +96,16 @@ class ReplayBuffer:
         self._gamma_powers = (self._gamma ** np.arange(update_horizon + 1)).astype(np.float32)
         # Offsets of a stack's frames relative to its newest slot: -(k-1) .. 0.
         self._stack_offsets = np.arange(-(stack_size - 1), 1, dtype=np.int64)
+        self._neg_stack_offsets = -self._stack_offsets
+        powers = self._gamma_powers[:-1]
+        self._masked_powers = np.stack(  # [n + 1, n]: row m keeps gamma^0 .. gamma^(m-1)
+            [np.where(np.arange(update_horizon) < m, powers, 0).astype(np.float32)
+             for m in range(update_horizon + 1)])
         self._window_offsets = np.arange(update_horizon, dtype=np.int64)
 
         c = capacity
-        self._observation = np.zeros((c, *self._observation_shape), self._observation_dtype)
+        # One extra row (index `capacity`) stays zero: the padding frame before episode starts.
+        self._observation = np.zeros((c + 1, *self._observation_shape), self._observation_dtype)
         self._action = np.zeros(c, np.int32)
         self._reward = np.zeros(c, np.float32)
         self._terminated = np.zeros(c, bool)
@@ -330,18 +336,21 @@ class ReplayBuffer:
         """Assembles the batch for valid slot indices `index` [B] (vectorised)."""
         c = self._capacity
         horizon = self._horizon[index]
-        window = (index[:, None] + self._window_offsets) % c  # [B, n]
-        in_window = self._window_offsets < horizon[:, None]
-        reward = (self._reward[window] * self._gamma_powers[:-1] * in_window).sum(axis=1)
-        last_step = (index + horizon - 1) % c
+        if self._update_horizon == 1:  # the common case, without the [B, n] window
+            reward = self._reward[index]
+            last_step = index
+        else:
+            window = (index[:, None] + self._window_offsets) % c  # [B, n]
+            # _masked_powers[m] = [gamma^0 .. gamma^(m-1), 0 ..]: the window's first m rewards.
+            reward = np.einsum("bj,bj->b", self._reward[window], self._masked_powers[horizon])
+            last_step = (index + horizon - 1) % c
         discount = self._gamma_powers[horizon] * ~self._terminated[last_step]
-        next_index = (index + horizon) % c
         return Batch(
             observation=self._stack(index),
             action=self._action[index],
-            reward=reward.astype(np.float32, copy=False),
-            next_observation=self._stack(next_index),
-            discount=discount.astype(np.float32, copy=False),
+            reward=reward,
+            next_observation=self._stack((index + horizon) % c),
+            discount=discount,
             weight=weight,
             index=index,
         )
@@ -351,11 +360,15 @@ class ReplayBuffer:
         if self._stack_size == 1:
             return self._observation[index][..., None]
         slots = (index[:, None] + self._stack_offsets) % self._capacity  # [B, k]
-        frames = self._observation[slots]  # [B, k, *shape]
-        before_start = -self._stack_offsets > self._episode_step[index][:, None]  # [B, k]
-        if before_start.any():
-            frames[before_start] = 0
-        return np.ascontiguousarray(np.moveaxis(frames, 1, -1))
+        before_start = self._neg_stack_offsets > self._episode_step[index][:, None]  # [B, k]
+        # Frames before the episode start read the always-zero row at index `capacity`.
+        slots = np.where(before_start, self._capacity, slots)
+        # One frame at a time into the interleaved output: reads stay contiguous, which is several
+        # times faster than gathering [B, k, *shape] and transposing.
+        out = np.empty((index.shape[0], *self._observation_shape, self._stack_size), self._observation_dtype)
+        for j in range(self._stack_size):
+            out[..., j] = self._observation[slots[:, j]]
+        return out
 
     def update_priorities(self, index: np.ndarray, priority: np.ndarray) -> None:
         """Uniform replay has no priorities: a no-op, so agents can call it regardless."""
@@ -376,7 +389,7 @@ class ReplayBuffer:
     def _slot_arrays(self) -> dict[str, np.ndarray]:
         """Per-slot arrays (length `capacity`), saved for the filled prefix."""
         return {
-            "observation": self._observation,
+            "observation": self._observation[: self._capacity],  # without the zero row
             "action": self._action,
             "reward": self._reward,
             "terminated": self._terminated,
