@@ -22,18 +22,18 @@ JAX environments (gymnax, for the compiled runner) come from `create_jax_environ
 `create_environment` is gin-configurable, so a gin file can say
     create_environment.name = "minatar:breakout"
     create_environment.max_episode_steps = 27000   # forwarded to the family's constructor
-and the family constructors (`AtariEnv`, `MinAtarEnv`, `create_gym_environment`,
+(every family accepts `max_episode_steps`), and the family constructors (`AtariEnv`, `MinAtarEnv`, `create_gym_environment`,
 `MemoryCorridorEnv`) are gin-configurable too.
 """
 from __future__ import annotations
 
-import importlib
 from types import ModuleType
 from typing import Any
 
 import gin
 import gymnasium
 
+from accumbens.environments import atari, gym, memory, minatar
 from accumbens.environments.jax_envs import create_jax_environment
 
 __all__ = ["FAMILIES", "create_environment", "create_jax_environment", "parse_name"]
@@ -42,13 +42,9 @@ __all__ = ["FAMILIES", "create_environment", "create_jax_environment", "parse_na
 #   GAMES: tuple[str, ...]                      the names listed in error messages,
 #   canonical_game(name: str) -> str | None     the game a user's spelling refers to,
 #   make(game: str, **kwargs) -> gymnasium.Env  the environment for a canonical game.
-# Modules are imported on first use, so using MinAtar never imports ale-py and vice versa.
-FAMILIES: dict[str, str] = {
-    "atari": "accumbens.environments.atari",
-    "gym": "accumbens.environments.gym",
-    "memory": "accumbens.environments.memory",
-    "minatar": "accumbens.environments.minatar",
-}
+# Importing the modules registers their gin configurables; the heavy packages behind them
+# (minatar imports matplotlib) are imported only when an environment is made.
+FAMILIES: dict[str, ModuleType] = {"atari": atari, "gym": gym, "memory": memory, "minatar": minatar}
 
 
 def _family_module(family: str, name: str) -> ModuleType:
@@ -58,7 +54,7 @@ def _family_module(family: str, name: str) -> ModuleType:
             f"{', '.join(sorted(FAMILIES))}. Names look like 'minatar:breakout', 'atari:Pong', "
             "'gym:CartPole-v1' or 'memory:corridor'."
         )
-    return importlib.import_module(FAMILIES[family])
+    return FAMILIES[family]
 
 
 def parse_name(name: str) -> tuple[str, str]:
@@ -102,6 +98,6 @@ def create_environment(name: str, **kwargs: Any) -> gymnasium.Env:
       ValueError: unknown family or game; the message lists the valid ones.
     """
     family, game = parse_name(name)
-    env = importlib.import_module(FAMILIES[family]).make(game, **kwargs)
+    env = FAMILIES[family].make(game, **kwargs)
     assert isinstance(env.action_space, gymnasium.spaces.Discrete), env.action_space
     return env

@@ -12,10 +12,12 @@ follows Dopamine's `AtariPreprocessing` and its defaults (Machado et al., 2018):
   * the minimal action set of the game;
   * optional `terminal_on_life_loss`;
   * at most 27,000 agent steps (108,000 frames) per game; reaching the cap ends the episode
-    with `truncated=True`, while a game over gives `terminated=True`.
+    with `truncated=True`, while a game over gives `terminated=True`; either way the next
+    `reset()` starts a new game.
 
-One deviation from Dopamine: when the game ends in the middle of a frame skip, Dopamine returns
-the pooled frames of the previous step; here the observation is the final screen.
+One deviation from Dopamine: when an episode ends before the last frame of a step (game over,
+or a life lost in life-loss mode), Dopamine returns partly stale pooled frames; here the
+observation is the final screen.
 
 With `terminal_on_life_loss=True`, losing a life returns `terminated=True` (the agent should not
 bootstrap through a life loss) but the game goes on: the next `reset()` without a seed continues
@@ -138,7 +140,8 @@ class AtariEnv(gymnasium.Env):
         self._resize = AreaResize((height, width), (screen_size, screen_size))
         self._lives = 0
         self._episode_steps = 0
-        self._game_over = True
+        # False only when the last step ended by a lost life (life-loss mode), not a game over.
+        self._new_game_on_reset = True
 
         self.action_space = gymnasium.spaces.Discrete(len(self._actions))
         self.observation_space = gymnasium.spaces.Box(
@@ -160,7 +163,7 @@ class AtariEnv(gymnasium.Env):
     @property
     def game_over(self) -> bool:
         """Whether the game itself has ended (as opposed to a life lost)."""
-        return self._game_over
+        return self.ale.game_over()
 
     @property
     def lives(self) -> int:
@@ -185,20 +188,19 @@ class AtariEnv(gymnasium.Env):
             self.ale_seed = int(self.np_random.integers(0, 2**31 - 1))
             self._load_rom()
             self._seeded = True
-            self._game_over = True
         full_reset = bool(options and options.get("full_reset"))
-        if self._game_over or full_reset or not self.terminal_on_life_loss:
+        if self._new_game_on_reset or full_reset or not self.terminal_on_life_loss:
             self.ale.reset_game()
             self._episode_steps = 0
-            self._game_over = False
         self._lives = self.ale.lives()
         self.ale.getScreenGrayscale(self._screens[0])
         self._screens[1].fill(0)
-        return self._observation(), {"lives": self._lives, "episode_frame": self._episode_steps}
+        return self._observation(), {"lives": self._lives, "episode_step": self._episode_steps}
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Repeats `action` for `frame_skip` frames; returns the pooled, resized observation."""
         ale_action = self._actions[int(action)]
+        self._new_game_on_reset = True
         reward = 0.0
         terminated = False
         first_pooled = self.frame_skip - 2  # Frames from here on are pooled.
@@ -212,7 +214,7 @@ class AtariEnv(gymnasium.Env):
                 # The episode ends mid-skip: observe the final screen alone.
                 self.ale.getScreenGrayscale(self._screens[0])
                 self._screens[1] = self._screens[0]
-                self._game_over = game_over
+                self._new_game_on_reset = game_over
                 terminated = True
                 break
             if frame >= first_pooled:
@@ -223,9 +225,7 @@ class AtariEnv(gymnasium.Env):
             and self.max_episode_steps is not None
             and self._episode_steps >= self.max_episode_steps
         )
-        if truncated:
-            self._game_over = True  # The next reset starts a new game.
-        info = {"lives": self._lives, "episode_frame": self._episode_steps}
+        info = {"lives": self._lives, "episode_step": self._episode_steps}
         return self._observation(), reward, terminated, truncated, info
 
     def render(self) -> np.ndarray | None:

@@ -47,7 +47,11 @@ class MemoryCorridorEnv(gymnasium.Env):
     metadata = {"render_modes": []}
 
     def __init__(
-        self, length: int = 100, correct_reward: float = 1.0, wrong_reward: float = -1.0
+        self,
+        length: int = 100,
+        correct_reward: float = 1.0,
+        wrong_reward: float = -1.0,
+        max_episode_steps: int | None = None,
     ):
         """Creates the corridor.
 
@@ -56,12 +60,16 @@ class MemoryCorridorEnv(gymnasium.Env):
             benchmark).
           correct_reward: reward for the exit that matches the cue.
           wrong_reward: reward for the other exit (-1, or 0 for a 0/1 success signal).
+          max_episode_steps: truncate episodes after this many steps (None: no cap; episodes
+            last `length + 1` steps). Accepted, like every family's, so that one binding of
+            `create_environment.max_episode_steps` fits them all.
         """
         if length < 0:
             raise ValueError(f"length must be non-negative, got {length}.")
         self.length = length
         self.correct_reward = correct_reward
         self.wrong_reward = wrong_reward
+        self.max_episode_steps = max_episode_steps
         self.observation_space = gymnasium.spaces.Box(0.0, 1.0, shape=(3,), dtype=np.float32)
         self.action_space = gymnasium.spaces.Discrete(2)
         self._cue = 0
@@ -86,7 +94,10 @@ class MemoryCorridorEnv(gymnasium.Env):
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._position < self.length:
             self._position += 1
-            return self._observation(), 0.0, False, False, {}
+            truncated = (
+                self.max_episode_steps is not None and self._position >= self.max_episode_steps
+            )
+            return self._observation(), 0.0, False, truncated, {}
         success = int(action) == self._cue
         reward = self.correct_reward if success else self.wrong_reward
         # The episode is over; the final observation carries no information.

@@ -137,7 +137,7 @@ def test_episode_cap_truncates_and_next_reset_starts_new_game():
     assert flags[:-1] == [(False, False)] * 19
     assert flags[-1] == (False, True)
     _, info = env.reset()
-    assert info["episode_frame"] == 0
+    assert info["episode_step"] == 0
 
 
 def test_terminal_on_life_loss():
@@ -159,11 +159,11 @@ def test_terminal_on_life_loss():
         # The game continues from the same screen: no emulator reset, same lives.
         _, reset_info = env.reset()
         assert reset_info["lives"] == info["lives"]
-        assert reset_info["episode_frame"] == info["episode_frame"]
+        assert reset_info["episode_step"] == info["episode_step"]
     assert lives_seen == [4, 3, 2, 1, 0]
     assert env.game_over
     _, info = env.reset()
-    assert info["lives"] == 5 and info["episode_frame"] == 0
+    assert info["lives"] == 5 and info["episode_step"] == 0
 
 
 def test_without_life_loss_a_lost_life_is_not_terminal():

@@ -88,3 +88,24 @@ def test_gym_termination_is_not_truncation():
     while not (terminated or truncated):  # Always pushing right drops the pole in ~10 steps.
         _, _, terminated, truncated, _ = env.step(1)
     assert terminated and not truncated
+
+
+def test_gin_configures_factory_and_family_constructors():
+    import gin
+
+    gin.parse_config(
+        """
+        create_environment.name = "minatar:breakout"
+        create_environment.max_episode_steps = 7
+        MinAtarEnv.flicker_probability = 0.5
+        AtariEnv.terminal_on_life_loss = True
+        MemoryCorridorEnv.length = 9
+        """
+    )
+    try:
+        env = create_environment()
+        assert env.max_episode_steps == 7 and env.flicker_probability == 0.5
+        assert create_environment("atari:Breakout").terminal_on_life_loss
+        assert create_environment("memory:corridor").length == 9
+    finally:
+        gin.clear_config()

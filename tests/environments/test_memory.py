@@ -82,3 +82,9 @@ def test_zero_one_rewards():
     _, info = env.reset(seed=0)
     env.step(0)
     assert env.step(1 - info["cue"])[1] == 0.0
+
+
+def test_max_episode_steps_truncates():
+    env = MemoryCorridorEnv(length=10, max_episode_steps=4)
+    env.reset(seed=0)
+    assert [env.step(0)[2:4] for _ in range(4)] == [(False, False)] * 3 + [(False, True)]
