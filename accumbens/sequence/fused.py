@@ -67,22 +67,23 @@ def _prepare_gates(log_g: Array, c: int):
     return g.reshape(B, Tp, Hk), g[:, :, -1, :]
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
-def _fused(q, k, v, log_g, scale: float, c: int, interpret: bool, value_block: int):
-    return _fused_fwd(q, k, v, log_g, scale, c, interpret, value_block)[0]
+@partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7, 8))
+def _fused(q, k, v, log_g, scale: float, c: int, interpret: bool, value_block: int, poison: bool):
+    return _fused_fwd(q, k, v, log_g, scale, c, interpret, value_block, poison)[0]
 
 
-def _fused_fwd(q, k, v, log_g, scale, c, interpret, value_block):
+def _fused_fwd(q, k, v, log_g, scale, c, interpret, value_block, poison):
     mm, prec = _config(q.dtype, interpret)
     n = q.shape[1] // c
     g, gt = _prepare_gates(log_g, c)
     S, z = fk.state_pass(k, v, g, gt, c=c, n_chunks=n, value_block=value_block, state_dtype=mm, mm=mm,
-                         prec=prec, interpret=interpret)
-    y, den = fk.output_pass(q, k, v, g, S, z, c=c, scale=scale, mm=mm, prec=prec, interpret=interpret)
+                         prec=prec, interpret=interpret, poison=poison)
+    y, den = fk.output_pass(q, k, v, g, S, z, c=c, scale=scale, mm=mm, prec=prec, interpret=interpret,
+                            poison=poison)
     return y, (q, k, v, g, gt, S, z, y, den)
 
 
-def _fused_bwd(scale, c, interpret, value_block, res, dy):
+def _fused_bwd(scale, c, interpret, value_block, poison, res, dy):
     q, k, v, g, gt, S, z, y, den = res
     mm, prec = _config(q.dtype, interpret)
     B, Tp, Hq, d = q.shape
@@ -94,9 +95,9 @@ def _fused_bwd(scale, c, interpret, value_block, res, dy):
     dn = dyf / den_ok[..., None]
     dd = jnp.where(zero, 0.0, -jnp.sum(dyf * y.astype(F32), axis=-1) / den_ok)
     dS, dz = fk.dstate_pass(q, dn, dd, g, gt, c=c, scale=scale, value_block=value_block, state_dtype=mm, mm=mm,
-                            prec=prec, interpret=interpret)
+                            prec=prec, interpret=interpret, poison=poison)
     dq, dk, dv = fk.grads_pass(q, k, v, g, gt, S, z, dS, dz, dn, dd, c=c, scale=scale, mm=mm, prec=prec,
-                               interpret=interpret)
+                               interpret=interpret, poison=poison)
     qdq = jnp.sum((q.astype(F32) * dq).reshape(B, Tp, Hk, r, d), axis=(3, 4))
     kdk = jnp.sum(k.astype(F32) * dk, axis=-1)
     dG = (qdq - kdk) * 0.5
@@ -118,12 +119,14 @@ def power_attention_fused(
     chunk_size: int = 128,
     interpret: Optional[bool] = None,
     value_block: Optional[int] = None,
+    poison: bool = False,
 ) -> Array:
     """Fused-kernel power attention (degree 2); shapes as :func:`accumbens.sequence.power_attention`.
 
     ``interpret`` defaults to True off-GPU (Pallas interpret mode, slow). ``value_block`` splits
     the value dimension across programs of the state kernels (default: 32 when few programs
-    would run, else the whole head).
+    would run, else the whole head). ``poison`` (for tests) starts every kernel output as NaN so
+    that an element a kernel fails to write cannot go unnoticed.
     """
     b, t, hq, hk, d = check_inputs(q, k, v, log_g, degree)
     c = chunk_size
@@ -145,5 +148,5 @@ def power_attention_fused(
         widths = ((0, 0), (0, pad), (0, 0), (0, 0))
         q, k, v = (jnp.pad(x, widths) for x in (q, k, v))
         log_g = jnp.pad(log_g, widths[:3])
-    y = _fused(q, k, v, log_g.astype(F32), s, c, bool(interpret), int(value_block))
+    y = _fused(q, k, v, log_g.astype(F32), s, c, bool(interpret), int(value_block), bool(poison))
     return y[:, :t]
