@@ -22,8 +22,8 @@ JAX environments (gymnax, for the compiled runner) come from `create_jax_environ
 `create_environment` is gin-configurable, so a gin file can say
     create_environment.name = "minatar:breakout"
     create_environment.max_episode_steps = 27000   # forwarded to the family's constructor
-(every family accepts `max_episode_steps`), and the family constructors (`AtariEnv`, `MinAtarEnv`, `create_gym_environment`,
-`MemoryCorridorEnv`) are gin-configurable too.
+(every family accepts `max_episode_steps`), and the family constructors (`AtariEnv`,
+`MinAtarEnv`, `create_gym_environment`, `MemoryCorridorEnv`) are gin-configurable too.
 """
 from __future__ import annotations
 

@@ -207,9 +207,7 @@ class AtariEnv(gymnasium.Env):
         for frame in range(self.frame_skip):
             reward += self.ale.act(ale_action)
             game_over = self.ale.game_over()
-            lives = self.ale.lives()
-            life_lost = self.terminal_on_life_loss and lives < self._lives
-            self._lives = lives
+            life_lost = self.terminal_on_life_loss and self.ale.lives() < self._lives
             if game_over or life_lost:
                 # The episode ends mid-skip: observe the final screen alone.
                 self.ale.getScreenGrayscale(self._screens[0])
@@ -219,6 +217,7 @@ class AtariEnv(gymnasium.Env):
                 break
             if frame >= first_pooled:
                 self.ale.getScreenGrayscale(self._screens[frame - first_pooled])
+        self._lives = self.ale.lives()
         self._episode_steps += 1
         truncated = (
             not terminated
