@@ -180,15 +180,16 @@ class AtariEnv(gymnasium.Env):
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Starts a new game, or (life-loss mode, game not over) continues the current one.
 
-        `options={"full_reset": True}` forces a new game in life-loss mode.
+        A seed, or `options={"full_reset": True}`, forces a new game in life-loss mode.
         """
         super().reset(seed=seed)
+        full_reset = bool(options and options.get("full_reset"))
         if seed is not None or not self._seeded:
             # ALE takes a non-negative 32-bit int; derive it from gymnasium's seeded generator.
             self.ale_seed = int(self.np_random.integers(0, 2**31 - 1))
             self._load_rom()
             self._seeded = True
-        full_reset = bool(options and options.get("full_reset"))
+            full_reset = True
         if self._new_game_on_reset or full_reset or not self.terminal_on_life_loss:
             self.ale.reset_game()
             self._episode_steps = 0

@@ -166,6 +166,19 @@ def test_terminal_on_life_loss():
     assert info["lives"] == 5 and info["episode_step"] == 0
 
 
+@pytest.mark.parametrize("reset_kwargs", [{"seed": 1}, {"options": {"full_reset": True}}])
+def test_seed_or_full_reset_starts_a_new_game_after_a_life_loss(reset_kwargs):
+    env = AtariEnv("breakout", terminal_on_life_loss=True)
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    terminated = False
+    while not terminated:
+        _, _, terminated, _, info = env.step(int(rng.integers(4)))
+    assert info["lives"] == 4
+    _, info = env.reset(**reset_kwargs)
+    assert info["lives"] == 5 and info["episode_step"] == 0
+
+
 def test_without_life_loss_a_lost_life_is_not_terminal():
     env = AtariEnv("breakout")
     env.reset(seed=0)
