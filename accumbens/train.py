@@ -11,6 +11,7 @@ Breakout) into `./runs/quickstart`. Re-running with the same `--base_dir` resume
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from typing import Optional, Sequence
@@ -26,16 +27,9 @@ def import_configurables() -> None:
     import accumbens.agents.dqn  # noqa: F401
     import accumbens.agents.networks  # noqa: F401
     import accumbens.agents.registry  # noqa: F401
-    import accumbens.environments as environments
+    import accumbens.environments  # noqa: F401  (imports every family's module)
     import accumbens.replay  # noqa: F401
     import accumbens.runners.runner  # noqa: F401
-    import importlib
-
-    for module in environments.FAMILIES.values():
-        try:
-            importlib.import_module(module)
-        except ImportError:  # a family whose optional dependency is missing cannot be bound
-            pass
 
 
 def resolve_gin_file(name: str) -> str:
@@ -55,12 +49,24 @@ def resolve_gin_file(name: str) -> str:
     raise FileNotFoundError(f"gin file {name!r} is neither a file nor a packaged config; packaged configs: {packaged}")
 
 
+class _QuietIncludeProbes(logging.Filter):
+    """Drops gin's "Path not found" errors, logged while it probes the include search path."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Path not found")
+
+
 def parse_config(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> None:
     """Parses gin files (paths or short names) and bindings, with packaged configs on the include path."""
     import_configurables()
     gin.clear_config()
     gin.add_config_file_search_path(CONFIG_ROOT)
-    gin.parse_config_files_and_bindings([resolve_gin_file(f) for f in gin_files], list(gin_bindings))
+    quiet = _QuietIncludeProbes()
+    logging.getLogger().addFilter(quiet)
+    try:
+        gin.parse_config_files_and_bindings([resolve_gin_file(f) for f in gin_files], list(gin_bindings))
+    finally:
+        logging.getLogger().removeFilter(quiet)
 
 
 def build_parser() -> argparse.ArgumentParser:
