@@ -109,3 +109,11 @@ def test_gin_configures_factory_and_family_constructors():
         assert create_environment("memory:corridor").length == 9
     finally:
         gin.clear_config()
+
+
+@pytest.mark.parametrize("name", ["atari:Pong", "minatar:seaquest", "memory:corridor-5"])
+def test_gymnasium_env_checker(name):
+    """gymnasium's own API checks (spaces, seeding determinism, step/reset signatures)."""
+    from gymnasium.utils.env_checker import check_env
+
+    check_env(create_environment(name), skip_render_check=True)
