@@ -29,7 +29,7 @@ def import_configurables() -> None:
     import accumbens.agents.registry  # noqa: F401
     import accumbens.environments  # noqa: F401  (imports every family's module)
     import accumbens.replay  # noqa: F401
-    import accumbens.runners.runner  # noqa: F401
+    import accumbens.runners  # noqa: F401
 
 
 def resolve_gin_file(name: str) -> str:
@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--base_dir", default=None, help="where checkpoints, logs and config.gin go (default: runs/<first gin file>)")
     parser.add_argument("--gin_files", nargs="+", default=[DEFAULT_GIN_FILE], help="gin files or packaged config names")
     parser.add_argument("--gin_bindings", nargs="*", default=[], help="extra bindings, e.g. \"Runner.num_iterations = 3\"")
+    parser.add_argument("--runner", default=None, help="runner by name (default: create_runner.runner_name in gin, else 'host')")
     return parser
 
 
@@ -85,10 +86,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, FileNotFoundError, IOError) as e:
         print(f"accumbens-train: configuration error: {e}", file=sys.stderr)
         return 2
-    from accumbens.runners.runner import ConfigMismatchError, Runner
+    from accumbens.runners import ConfigMismatchError, create_runner
 
     try:
-        runner = Runner(base_dir=base_dir)
+        runner = create_runner(base_dir=base_dir, runner_name=args.runner)
     except ConfigMismatchError as e:
         print(f"accumbens-train: {e}", file=sys.stderr)
         return 3
