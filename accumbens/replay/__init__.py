@@ -1,6 +1,24 @@
-"""The one shared replay: circular storage, n-step returns, frame stacks, prioritized sampling."""
+"""The one shared replay: circular storage, n-step returns, frame stacks, prioritized sampling.
+
+  ReplayBuffer             uniform host replay (NumPy), `add` / `sample` / `update_priorities` /
+                           `save` / `load`, returns `Batch`
+  PrioritizedReplayBuffer  proportional prioritized replay on a `SumTree`
+  create_replay            by scheme name: 'uniform' or 'prioritized'
+  SumTree                  NumPy sum tree; `accumbens.replay.jax_sum_tree` is its JAX form
+"""
 from accumbens.replay.batch import Batch
 from accumbens.replay.checkpointing import ReplayCheckpointError
 from accumbens.replay.circular import ReplayBuffer
+from accumbens.replay.factory import REPLAY_SCHEMES, create_replay
+from accumbens.replay.prioritized import PrioritizedReplayBuffer
+from accumbens.replay.sum_tree import SumTree
 
-__all__ = ["Batch", "ReplayBuffer", "ReplayCheckpointError"]
+__all__ = [
+    "Batch",
+    "PrioritizedReplayBuffer",
+    "REPLAY_SCHEMES",
+    "ReplayBuffer",
+    "ReplayCheckpointError",
+    "SumTree",
+    "create_replay",
+]

@@ -65,7 +65,7 @@ def load_arrays(directory: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     if not os.path.exists(path):
         raise ReplayCheckpointError(f"No replay checkpoint at {path!r} (expected {ARRAYS_FILENAME}).")
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}  # reading checks each member's CRC
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
         raise ReplayCheckpointError(

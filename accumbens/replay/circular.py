@@ -404,9 +404,14 @@ class ReplayBuffer:
         """Hook: further arrays to save whole (the prioritized sum tree)."""
         return {}
 
-    def _load_extra_arrays(self, arrays: dict, source: str) -> None:
-        """Hook: restores what `_extra_arrays` saved (already checked to exist by name)."""
-        del arrays, source
+    def _prepare_extra_state(self, arrays: dict, slots: dict, source: str) -> Any:
+        """Hook: checks what `_extra_arrays` saved against the loaded per-slot `slots` arrays and
+        returns it ready to apply; raises ReplayCheckpointError. Must not change the buffer."""
+        del arrays, slots, source
+
+    def _apply_extra_state(self, prepared: Any) -> None:
+        """Hook: installs what `_prepare_extra_state` returned."""
+        del prepared
 
     def save(self, directory: str) -> None:
         """Writes the buffer's contents to `directory`/replay.npz (+ replay.json), atomically."""
@@ -449,6 +454,17 @@ class ReplayBuffer:
             )
         for name, current in self._extra_arrays().items():
             checkpointing.check_array(arrays, name, current.shape, current.dtype, source)
+        valid, horizon, is_final = loaded["valid"], loaded["horizon"], loaded["is_final"]
+        if (
+            np.any(valid & is_final)
+            or np.any(horizon[valid] < 1)
+            or np.any(horizon[valid] > self._update_horizon)
+            or np.any(loaded["episode_step"] < 0)
+        ):
+            raise checkpointing.ReplayCheckpointError(
+                f"Replay checkpoint {source!r} is inconsistent (bad validity or horizon arrays)."
+            )
+        extra = self._prepare_extra_state(arrays, loaded, source)
         # Everything checked: now mutate.
         for name, current in self._slot_arrays().items():
             current[:filled] = loaded[name]
@@ -457,4 +473,4 @@ class ReplayBuffer:
         self._next_episode_step = next_episode_step
         self._num_valid = int(self._valid.sum())
         self._num_steps = int((~self._is_final[:filled]).sum())
-        self._load_extra_arrays(arrays, source)
+        self._apply_extra_state(extra)
