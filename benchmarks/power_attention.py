@@ -33,6 +33,14 @@ import traceback
 
 import numpy as np
 
+# Run as a script, this file's folder comes first on sys.path and its name would shadow the
+# power_attention package; drop that entry (the repository root must be importable instead).
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+_ROOT = os.path.dirname(_HERE)
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
 SHAPES = [(64, 1024), (16, 4096), (4, 16384), (1, 65536)]
 H, DHEAD, DEG, CHUNK = 8, 64, 2, 128
 
@@ -202,11 +210,49 @@ def crosscheck(log):
     return res
 
 
+def breakdown(b, t, reps, log):
+    """Time each fused kernel alone (state, output, dstate, grads) at one shape."""
+    import jax
+    import jax.numpy as jnp
+
+    from accumbens.sequence import fused as fz
+    from accumbens.sequence import fused_kernels as fk
+
+    q, k, v, lg, ct = jax_inputs(b, t, 0)
+    c = CHUNK
+    n = t // c
+    mm, prec = fz._config(q.dtype, False)
+    s = 1.0 / math.sqrt(DHEAD)
+    vb = 32 if b * H * fk.n_tiles(DHEAD) < 264 else DHEAD
+    g, gt = jax.jit(lambda lg: fz._prepare_gates(lg, c))(lg)
+    st = jax.jit(lambda k, v, g, gt: fk.state_pass(k, v, g, gt, c=c, n_chunks=n, value_block=vb, state_dtype=mm,
+                                                    mm=mm, prec=prec, interpret=False))
+    S, z = st(k, v, g, gt)
+    out = jax.jit(lambda q, k, v, g, S, z: fk.output_pass(q, k, v, g, S, z, c=c, scale=s, mm=mm, prec=prec,
+                                                           interpret=False))
+    y, den = out(q, k, v, g, S, z)
+    dn = ct.astype(jnp.float32) / den[..., None]
+    dd = -jnp.sum(ct.astype(jnp.float32) * y.astype(jnp.float32), -1) / den
+    dst = jax.jit(lambda q, dn, dd, g, gt: fk.dstate_pass(q, dn, dd, g, gt, c=c, scale=s, value_block=vb,
+                                                           state_dtype=mm, mm=mm, prec=prec, interpret=False))
+    dS, dz = dst(q, dn, dd, g, gt)
+    gr = jax.jit(lambda *a: fk.grads_pass(*a, c=c, scale=s, mm=mm, prec=prec, interpret=False))
+    res = {
+        "state": median_time_jax(st, [(k, v, g, gt)], reps),
+        "output": median_time_jax(out, [(q, k, v, g, S, z)], reps),
+        "dstate": median_time_jax(dst, [(q, dn, dd, g, gt)], reps),
+        "grads": median_time_jax(gr, [(q, k, v, g, gt, S, z, dS, dz, dn, dd)], reps),
+        "state_bytes_per_pass": int(S.size * S.dtype.itemsize + z.size * 4),
+    }
+    log(f"fused kernel breakdown at {b}x{t} (ms): {json.dumps(res)}")
+    return res
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "power_attention.json"))
-    ap.add_argument("--skip", default="", help="comma list of: fused,chunked,cudnn,package,crosscheck")
+    ap.add_argument("--skip", default="", help="comma list of: fused,chunked,cudnn,package,crosscheck,breakdown")
     ap.add_argument("--shapes", default="", help="e.g. 64x1024,1x65536")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -225,6 +271,12 @@ def main():
             result["crosscheck"] = crosscheck(log)
         except Exception:
             log(traceback.format_exc())
+    if "breakdown" not in skip:
+        for b, t in [(1, 65536), (64, 1024)]:
+            try:
+                result.setdefault("breakdown", {})[f"{b}x{t}"] = breakdown(b, t, args.reps, log)
+            except Exception:
+                log(traceback.format_exc()[-3000:])
     methods = [("fused", lambda b, t: bench_ours("fused", b, t, args.reps)),
                ("chunked", lambda b, t: bench_ours("chunked", b, t, max(5, args.reps // 4))),
                ("cudnn", lambda b, t: bench_cudnn(b, t, args.reps)),

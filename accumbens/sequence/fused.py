@@ -37,8 +37,8 @@ def fused_supported(head_dim: int, degree: int, chunk_size: int) -> Optional[str
     """None if the fused kernel handles this configuration, else the reason it does not."""
     if degree != 2:
         return f"the fused kernel implements degree 2 only (got {degree})"
-    if head_dim % fk.TILE or not 16 <= head_dim <= 128:
-        return f"the fused kernel needs head_dim a multiple of 16 in [16, 128] (got {head_dim})"
+    if head_dim not in (16, 32, 64):
+        return f"the fused kernel needs head_dim in (16, 32, 64) (got {head_dim})"
     if chunk_size not in (16, 32, 64, 128, 256):
         return f"the fused kernel needs chunk_size in (16, 32, 64, 128, 256) (got {chunk_size})"
     return None

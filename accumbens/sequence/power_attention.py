@@ -39,8 +39,8 @@ Implementations (``impl``):
     even degree; differentiated by JAX.
   * ``"fused"``: Pallas (Triton) GPU kernels for degree 2 with a hand-written backward
     (``jax.custom_vjp``); on a machine without GPU it runs in Pallas interpret mode (slow).
-  * ``"auto"``: ``"fused"`` on GPU when it supports the shape (degree 2, head_dim a multiple of
-    16 up to 128, chunk 16..256), else ``"chunked"``.
+  * ``"auto"``: ``"fused"`` on GPU when it supports the shape (degree 2, head_dim 16, 32 or 64,
+    chunk 16..256), else ``"chunked"``.
 
 For acting one token at a time, use :mod:`accumbens.sequence.recurrent` (``init_state``,
 ``step``), which gives the same outputs at constant cost per token.
