@@ -6,6 +6,7 @@
   create_replay            by scheme name: 'uniform' or 'prioritized'
   SumTree                  NumPy sum tree; `accumbens.replay.jax_sum_tree` is its JAX form
 """
+from accumbens.replay import jax_sum_tree
 from accumbens.replay.batch import Batch
 from accumbens.replay.checkpointing import ReplayCheckpointError
 from accumbens.replay.circular import ReplayBuffer
@@ -21,4 +22,5 @@ __all__ = [
     "ReplayCheckpointError",
     "SumTree",
     "create_replay",
+    "jax_sum_tree",
 ]
