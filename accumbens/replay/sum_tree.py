@@ -65,7 +65,6 @@ class SumTree:
                 break
             size //= branching
         self._value = [np.zeros(n, np.float64) for n in sizes] + [np.zeros(1, np.float64)]
-        self._run = [np.zeros(n, np.float64) for n in sizes]
         self._excl = [np.zeros(n, np.float64) for n in sizes]
         # All values 0: every key is its block number.
         self._key = [np.repeat(np.arange(n // branching, dtype=np.float64), branching) for n in sizes]
@@ -85,7 +84,7 @@ class SumTree:
     @property
     def depth(self) -> int:
         """Levels of K-blocks (searchsorted rounds per sample)."""
-        return len(self._run)
+        return len(self._key)
 
     @property
     def total(self) -> float:
@@ -141,28 +140,25 @@ class SumTree:
             start = block * k
             run = np.cumsum(self._value[d][start : start + k])
             block_sum = run[-1]
-            self._run[d][start : start + k] = run
             self._excl[d][start + 1 : start + k] = run[:-1]
-            self._key[d][start : start + k] = block + run / block_sum if block_sum > 0 else block
+            self._key[d][start : start + k] = block + run / (block_sum if block_sum > 0 else np.inf)
             self._value[d + 1][block] = block_sum
             block //= k
 
     def _refresh_blocks(self, d: int, blocks: np.ndarray) -> None:
-        """Recomputes run/excl/key of level d's `blocks` and their sums at level d + 1."""
+        """Recomputes excl/key of level d's `blocks` and their sums at level d + 1."""
         nodes = blocks[:, None] * self._k + self._child_offsets  # [U, K]
-        run = np.cumsum(self._value[d][nodes], axis=1)
-        block_sum = run[:, -1:]
-        self._run[d][nodes] = run
+        run = np.cumsum(self._value[d][nodes], axis=1)  # running sums inside each block
+        block_sum = run[:, -1]
         self._excl[d][nodes[:, 1:]] = run[:, :-1]
-        self._key[d][nodes] = blocks[:, None] + np.divide(
-            run, block_sum, out=np.zeros_like(run), where=block_sum > 0
-        )
-        self._value[d + 1][blocks] = block_sum[:, 0]
+        divisor = np.where(block_sum > 0, block_sum, np.inf)  # an empty block's keys: block + 0
+        self._key[d][nodes] = blocks[:, None] + run / divisor[:, None]
+        self._value[d + 1][blocks] = block_sum
 
     def _rebuild(self) -> None:
         """Recomputes every level from the leaves (bitwise equal to incremental updates)."""
         for d in range(self.depth):
-            self._refresh_blocks(d, np.arange(self._run[d].size // self._k))
+            self._refresh_blocks(d, np.arange(self._key[d].size // self._k))
 
     def _check_index(self, index) -> np.ndarray:
         index = np.asarray(index)

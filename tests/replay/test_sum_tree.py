@@ -17,9 +17,9 @@ def brute_find(leaves: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
 def assert_consistent(tree: SumTree) -> None:
     """Incremental updates equal a rebuild from the leaves, bitwise."""
-    arrays = [a.copy() for a in tree._value + tree._run + tree._excl + tree._key]
+    arrays = [a.copy() for a in tree._value + tree._excl + tree._key]
     tree._rebuild()
-    for before, after in zip(arrays, tree._value + tree._run + tree._excl + tree._key):
+    for before, after in zip(arrays, tree._value + tree._excl + tree._key):
         np.testing.assert_array_equal(before, after)
 
 
