@@ -27,8 +27,8 @@ setup(
         "matplotlib>=3.8",
     ],
     extras_require={
-        "test": ["pytest>=8.0", "gymnax>=0.0.8"],
-        "jax-envs": ["gymnax>=0.0.8"],
+        "test": ["pytest>=8.0", "gymnax>=1.0.1"],
+        "jax-envs": ["gymnax>=1.0.1"],
     },
     entry_points={"console_scripts": ["accumbens-train=accumbens.train:main"]},
 )
