@@ -79,6 +79,19 @@ def test_killed_run_resumes_with_identical_numbers(tmp_path):
     for e, g in zip(expected, got):
         assert {k: e[k] for k in DETERMINISTIC_KEYS} == {k: g[k] for k in DETERMINISTIC_KEYS}
 
+    # A corrupt newest checkpoint is reported and the previous one used; raising
+    # num_iterations extends a finished run (the only binding allowed to change).
+    with open(tmp_path / "reference" / "checkpoints" / "ckpt-000003" / "agent_state.msgpack", "r+b") as f:
+        f.seek(100)
+        f.write(b"\x00garbage\x00")
+    extended = _run_cli(tmp_path / "reference", TINY_CARTPOLE[1:] + ["Runner.num_iterations = 5"])
+    out, _ = extended.communicate(timeout=300)
+    assert extended.returncode == 0, out
+    assert "could not be restored" in out and "resuming" in out
+    again = read_records(str(tmp_path / "reference"))
+    assert [r["iteration"] for r in again] == [0, 1, 2, 3, 4]
+    assert {k: again[3][k] for k in DETERMINISTIC_KEYS} == {k: expected[3][k] for k in DETERMINISTIC_KEYS}
+
 
 def test_plot_draws_mean_and_band_over_seeds(tmp_path):
     for seed, offset in ((0, 0.0), (1, 2.0)):
