@@ -8,8 +8,9 @@ A replay checkpoint in `directory` is two files:
   replay.json  the same metadata, human readable (informational; `load` trusts the embedded copy).
 
 Both are written to a temporary name in the same directory and renamed into place
-(`os.replace`, atomic on POSIX). Loading uses `np.load(..., allow_pickle=False)` and turns every
-way a file can be missing, truncated or corrupt into a `ReplayCheckpointError` that names the file.
+(`os.replace`, atomic on POSIX). Loading reads the .npy members with `allow_pickle=False` (large
+ones straight into the buffer's storage), checks each member's CRC, and turns every way a file can
+be missing, truncated or corrupt into a `ReplayCheckpointError` that names the file.
 """
 from __future__ import annotations
 
@@ -59,31 +60,107 @@ def save_arrays(directory: str, arrays: Mapping[str, np.ndarray], metadata: Mapp
     )
 
 
-def load_arrays(directory: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Reads what `save_arrays` wrote. Returns (arrays, metadata); raises ReplayCheckpointError."""
-    path = os.path.join(directory, ARRAYS_FILENAME)
-    if not os.path.exists(path):
-        raise ReplayCheckpointError(f"No replay checkpoint at {path!r} (expected {ARRAYS_FILENAME}).")
-    try:
-        with open(path, "rb") as f, np.load(f, allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}  # reading checks each member's CRC
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
-        raise ReplayCheckpointError(
-            f"Replay checkpoint {path!r} is corrupt or truncated ({type(e).__name__}: {e}). "
+class CheckpointReader:
+    """Reads a replay checkpoint array by array (use as a context manager).
+
+    `read(name)` returns an array; `read_into(name, out)` streams a large array straight into
+    `out` (the replay's own storage), so loading 7 GB of Atari frames needs no second 7 GB.
+    Every read checks the member's CRC; every failure is a `ReplayCheckpointError`.
+    """
+
+    def __init__(self, directory: str):
+        self.path = os.path.join(directory, ARRAYS_FILENAME)
+        if not os.path.exists(self.path):
+            raise ReplayCheckpointError(f"No replay checkpoint at {self.path!r} (expected {ARRAYS_FILENAME}).")
+        try:
+            self._zip = zipfile.ZipFile(self.path)
+        except (OSError, zipfile.BadZipFile, ValueError) as e:
+            raise self._corrupt(e) from e
+        self.names = [n[:-4] for n in self._zip.namelist() if n.endswith(".npy")]
+        if _METADATA_KEY not in self.names:
+            self.close()
+            raise ReplayCheckpointError(f"Replay checkpoint {self.path!r} has no embedded metadata.")
+        try:
+            self.metadata = json.loads(self.read(_METADATA_KEY).tobytes().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            self.close()
+            raise ReplayCheckpointError(f"Replay checkpoint {self.path!r} has unreadable metadata: {e}") from e
+        self.names.remove(_METADATA_KEY)
+        if self.metadata.get("format_version") != FORMAT_VERSION:
+            self.close()
+            raise ReplayCheckpointError(
+                f"Replay checkpoint {self.path!r} has format version "
+                f"{self.metadata.get('format_version')!r}; this code reads version {FORMAT_VERSION}."
+            )
+
+    def _corrupt(self, error: Exception) -> ReplayCheckpointError:
+        return ReplayCheckpointError(
+            f"Replay checkpoint {self.path!r} is corrupt or truncated ({type(error).__name__}: {error}). "
             "Restore it from an earlier checkpoint."
-        ) from e
-    if _METADATA_KEY not in arrays:
-        raise ReplayCheckpointError(f"Replay checkpoint {path!r} has no embedded metadata.")
-    try:
-        metadata = json.loads(arrays.pop(_METADATA_KEY).tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ReplayCheckpointError(f"Replay checkpoint {path!r} has unreadable metadata: {e}") from e
-    if metadata.get("format_version") != FORMAT_VERSION:
-        raise ReplayCheckpointError(
-            f"Replay checkpoint {path!r} has format version {metadata.get('format_version')!r}; "
-            f"this code reads version {FORMAT_VERSION}."
         )
-    return arrays, metadata
+
+    def _open_member(self, name: str):
+        if name not in self.names and name != _METADATA_KEY:
+            raise ReplayCheckpointError(f"Replay checkpoint {self.path!r} lacks the array {name!r}.")
+        return self._zip.open(name + ".npy")
+
+    def read(self, name: str) -> np.ndarray:
+        """The whole array `name`."""
+        try:
+            with self._open_member(name) as f:
+                return np.lib.format.read_array(f, allow_pickle=False)
+        except ReplayCheckpointError:
+            raise
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise self._corrupt(e) from e
+
+    def read_into(self, name: str, out: np.ndarray) -> None:
+        """Reads array `name` into the C-contiguous `out`, which must match its shape and dtype.
+
+        On a CRC or length error, `out` holds partial data and ReplayCheckpointError is raised.
+        """
+        try:
+            with self._open_member(name) as f:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+                else:
+                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+                if tuple(shape) != out.shape or dtype != out.dtype or (fortran and out.ndim > 1):
+                    raise ReplayCheckpointError(
+                        f"Replay checkpoint {self.path!r}: array {name!r} has shape {tuple(shape)} and "
+                        f"dtype {dtype}, expected {out.shape} and {out.dtype}."
+                    )
+                if not out.flags.c_contiguous:
+                    raise ValueError("read_into needs a C-contiguous destination")
+                view = memoryview(out.reshape(-1).view(np.uint8))
+                done = 0
+                while done < view.nbytes:
+                    got = f.readinto(view[done:])
+                    if not got:
+                        raise EOFError(f"array {name!r} ends after {done} of {view.nbytes} bytes")
+                    done += got
+                if f.read(1):  # also makes zipfile check the CRC at the member's end
+                    raise ValueError(f"array {name!r} has trailing bytes")
+        except ReplayCheckpointError:
+            raise
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise self._corrupt(e) from e
+
+    def close(self) -> None:
+        self._zip.close()
+
+    def __enter__(self) -> "CheckpointReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def load_arrays(directory: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Reads everything `save_arrays` wrote: (arrays, metadata); raises ReplayCheckpointError."""
+    with CheckpointReader(directory) as reader:
+        return {name: reader.read(name) for name in reader.names}, reader.metadata
 
 
 def check_array(arrays: Mapping[str, np.ndarray], name: str, shape: tuple, dtype, source: str) -> np.ndarray:

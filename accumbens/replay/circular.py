@@ -429,44 +429,56 @@ class ReplayBuffer:
         """Restores what `save` wrote; the buffer must have the same configuration.
 
         Raises `ReplayCheckpointError` (a ValueError) when the files are missing or corrupt or
-        were written by a buffer with a different configuration. The buffer is unchanged then.
+        were written by a buffer with a different configuration. Everything but the observations
+        is checked before the buffer changes, and the buffer is unchanged by such failures; the
+        observations are then streamed straight into storage (no second copy in memory), and if
+        they turn out corrupt there the buffer is emptied before the error is raised.
         """
-        arrays, metadata = checkpointing.load_arrays(directory)
-        source = os.path.join(directory, checkpointing.ARRAYS_FILENAME)
-        saved = metadata.get("config")
-        if saved != self._config():
-            raise checkpointing.ReplayCheckpointError(
-                f"Replay checkpoint {source!r} was written by a buffer configured as {saved}, but "
-                f"this buffer is {self._config()}. Load it into a buffer with the same settings."
-            )
-        try:
-            add_count = int(metadata["add_count"])
-            next_episode_step = int(metadata["next_episode_step"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise checkpointing.ReplayCheckpointError(f"Replay checkpoint {source!r}: bad metadata ({e}).") from e
-        if add_count < 0 or next_episode_step < 0:
-            raise checkpointing.ReplayCheckpointError(f"Replay checkpoint {source!r}: negative counters.")
-        filled = min(add_count, self._capacity)
-        loaded = {}
-        for name, current in self._slot_arrays().items():
-            loaded[name] = checkpointing.check_array(
-                arrays, name, (filled, *current.shape[1:]), current.dtype, source
-            )
-        for name, current in self._extra_arrays().items():
-            checkpointing.check_array(arrays, name, current.shape, current.dtype, source)
-        valid, horizon, is_final = loaded["valid"], loaded["horizon"], loaded["is_final"]
-        if (
-            np.any(valid & is_final)
-            or np.any(horizon[valid] < 1)
-            or np.any(horizon[valid] > self._update_horizon)
-            or np.any(loaded["episode_step"] < 0)
-        ):
-            raise checkpointing.ReplayCheckpointError(
-                f"Replay checkpoint {source!r} is inconsistent (bad validity or horizon arrays)."
-            )
-        extra = self._prepare_extra_state(arrays, loaded, source)
-        # Everything checked: now mutate.
-        for name, current in self._slot_arrays().items():
+        with checkpointing.CheckpointReader(directory) as reader:
+            source, metadata = reader.path, reader.metadata
+            saved = metadata.get("config")
+            if saved != self._config():
+                raise checkpointing.ReplayCheckpointError(
+                    f"Replay checkpoint {source!r} was written by a buffer configured as {saved}, but "
+                    f"this buffer is {self._config()}. Load it into a buffer with the same settings."
+                )
+            try:
+                add_count = int(metadata["add_count"])
+                next_episode_step = int(metadata["next_episode_step"])
+            except (KeyError, TypeError, ValueError) as e:
+                raise checkpointing.ReplayCheckpointError(f"Replay checkpoint {source!r}: bad metadata ({e}).") from e
+            if add_count < 0 or next_episode_step < 0:
+                raise checkpointing.ReplayCheckpointError(f"Replay checkpoint {source!r}: negative counters.")
+            filled = min(add_count, self._capacity)
+            slot_arrays = self._slot_arrays()
+            observation = slot_arrays.pop("observation")
+            arrays = {name: reader.read(name) for name in [*slot_arrays, *self._extra_arrays()]}
+            loaded = {}
+            for name, current in slot_arrays.items():
+                loaded[name] = checkpointing.check_array(
+                    arrays, name, (filled, *current.shape[1:]), current.dtype, source
+                )
+            for name, current in self._extra_arrays().items():
+                checkpointing.check_array(arrays, name, current.shape, current.dtype, source)
+            valid, horizon, is_final = loaded["valid"], loaded["horizon"], loaded["is_final"]
+            if (
+                np.any(valid & is_final)
+                or np.any(horizon[valid] < 1)
+                or np.any(horizon[valid] > self._update_horizon)
+                or np.any(loaded["episode_step"] < 0)
+            ):
+                raise checkpointing.ReplayCheckpointError(
+                    f"Replay checkpoint {source!r} is inconsistent (bad validity or horizon arrays)."
+                )
+            extra = self._prepare_extra_state(arrays, loaded, source)
+            # Everything but the observations checked: now mutate.
+            try:
+                reader.read_into("observation", observation[:filled])
+            except checkpointing.ReplayCheckpointError as e:
+                self._clear()
+                raise checkpointing.ReplayCheckpointError(f"{e} The replay buffer was emptied.") from e
+        observation[filled:] = 0
+        for name, current in slot_arrays.items():
             current[:filled] = loaded[name]
             current[filled:] = 0
         self._add_count = add_count
@@ -474,3 +486,14 @@ class ReplayBuffer:
         self._num_valid = int(self._valid.sum())
         self._num_steps = int((~self._is_final[:filled]).sum())
         self._apply_extra_state(extra)
+
+    def _clear(self) -> None:
+        """Empties the buffer (after a failed load): nothing is valid, the cursor is at 0."""
+        for array in self._slot_arrays().values():
+            if array.ndim == 1:
+                array[:] = 0
+        self._add_count = self._next_episode_step = self._num_valid = self._num_steps = 0
+        self._clear_extra_state()
+
+    def _clear_extra_state(self) -> None:
+        """Hook: empties subclass state (the sum tree) in `_clear`."""

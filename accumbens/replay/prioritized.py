@@ -146,3 +146,5 @@ class PrioritizedReplayBuffer(ReplayBuffer):
     def _apply_extra_state(self, prepared: SumTree) -> None:
         self._tree = prepared
 
+    def _clear_extra_state(self) -> None:
+        self._tree = SumTree(self._capacity, self._tree.branching)

@@ -42,6 +42,8 @@ from typing import Optional
 import numpy as np
 
 DEFAULT_BRANCHING = 32
+# `set` recomputes levels of at most this many nodes whole (the top levels of a large tree).
+_WHOLE_LEVEL_NODES = 2048
 
 
 class SumTree:
@@ -68,6 +70,7 @@ class SumTree:
         self._excl = [np.zeros(n, np.float64) for n in sizes]
         # All values 0: every key is its block number.
         self._key = [np.repeat(np.arange(n // branching, dtype=np.float64), branching) for n in sizes]
+        self._block_ids = [np.arange(n // branching, dtype=np.int64) for n in sizes]
         # The largest float below block + 1, per block: the search key's upper bound.
         self._key_limit = [np.nextafter(np.arange(1, n // branching + 1, dtype=np.float64), 0.0) for n in sizes]
         self._max_recorded = 1.0
@@ -120,8 +123,10 @@ class SumTree:
         self._max_recorded = max(self._max_recorded, float(value.max()))
         blocks = index // self._k
         for d in range(self.depth):
-            # Recompute each touched block (repeated blocks write equal numbers).
-            self._refresh_blocks(d, blocks)
+            if self._key[d].size <= _WHOLE_LEVEL_NODES:
+                self._refresh_level(d)  # small upper levels: cheaper than gathering repeats
+            else:
+                self._refresh_blocks(d, blocks)  # repeated blocks write equal numbers
             blocks = blocks // self._k
 
     def set_one(self, index: int, value: float) -> None:
@@ -155,10 +160,20 @@ class SumTree:
         self._key[d][nodes] = blocks[:, None] + run / divisor[:, None]
         self._value[d + 1][blocks] = block_sum
 
+    def _refresh_level(self, d: int) -> None:
+        """`_refresh_blocks` for every block of level d, with reshapes instead of gathers."""
+        k = self._k
+        run = np.cumsum(self._value[d].reshape(-1, k), axis=1)
+        block_sum = run[:, -1]
+        self._excl[d].reshape(-1, k)[:, 1:] = run[:, :-1]
+        divisor = np.where(block_sum > 0, block_sum, np.inf)
+        self._key[d].reshape(-1, k)[...] = self._block_ids[d][:, None] + run / divisor[:, None]
+        self._value[d + 1][: block_sum.size] = block_sum
+
     def _rebuild(self) -> None:
         """Recomputes every level from the leaves (bitwise equal to incremental updates)."""
         for d in range(self.depth):
-            self._refresh_blocks(d, np.arange(self._key[d].size // self._k))
+            self._refresh_level(d)
 
     def _check_index(self, index) -> np.ndarray:
         index = np.asarray(index)

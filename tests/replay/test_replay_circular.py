@@ -221,3 +221,42 @@ def test_gin_configurable():
         assert buffer.capacity == 123 and buffer.stack_size == 2
     finally:
         gin.clear_config()
+
+
+def _flip_byte_in_member(path, member: str, offset: int) -> None:
+    """Flips one byte `offset` bytes into the stored data of zip member `member`."""
+    import struct
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        header = z.getinfo(member).header_offset
+    data = bytearray(path.read_bytes())
+    name_len, extra_len = struct.unpack("<HH", data[header + 26 : header + 30])
+    data[header + 30 + name_len + extra_len + offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_corrupt_small_array_leaves_buffer_unchanged_corrupt_frames_empty_it(tmp_path):
+    buffer = ReplayBuffer(30, SHAPE, stack_size=2, update_horizon=2)
+    _fill(buffer, 0, 50)
+    buffer.save(str(tmp_path))
+    good = (tmp_path / "replay.npz").read_bytes()
+    before = {name: a.copy() for name, a in buffer._slot_arrays().items()}
+
+    _flip_byte_in_member(tmp_path / "replay.npz", "reward.npy", 130)
+    with pytest.raises(ReplayCheckpointError, match="corrupt"):
+        buffer.load(str(tmp_path))
+    for name, array in buffer._slot_arrays().items():
+        np.testing.assert_array_equal(array, before[name])
+
+    (tmp_path / "replay.npz").write_bytes(good)
+    _flip_byte_in_member(tmp_path / "replay.npz", "observation.npy", 150)
+    with pytest.raises(ReplayCheckpointError, match="emptied"):
+        buffer.load(str(tmp_path))
+    assert len(buffer) == 0 and buffer.add_count == 0 and not buffer.can_sample()
+    _fill(buffer, 1, 20)  # still usable
+    assert buffer.can_sample()
+    (tmp_path / "replay.npz").write_bytes(good)
+    buffer.load(str(tmp_path))
+    for name, array in buffer._slot_arrays().items():
+        np.testing.assert_array_equal(array, before[name])
