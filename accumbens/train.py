@@ -26,6 +26,7 @@ def import_configurables() -> None:
     """Imports every module that registers gin configurables, so any binding can be parsed."""
     import accumbens.agents.dqn  # noqa: F401
     import accumbens.agents.networks  # noqa: F401
+    import accumbens.agents.rainbow  # noqa: F401
     import accumbens.agents.registry  # noqa: F401
     import accumbens.environments  # noqa: F401  (imports every family's module)
     import accumbens.replay  # noqa: F401

@@ -72,6 +72,42 @@ def epsilon_greedy(rng: PRNGKey, q_values: jnp.ndarray, epsilon: jnp.ndarray) ->
     return jnp.where(explore, random_action, jnp.argmax(q_values, axis=-1)).astype(jnp.int32)
 
 
+def initial_state(params: chex.ArrayTree, optimizer: optax.GradientTransformation) -> DQNState:
+    """A fresh `DQNState`: target = online parameters, optimizer initialised, counters at 0."""
+    return DQNState(
+        params=params,
+        target_params=params,
+        opt_state=optimizer.init(params),
+        env_steps=jnp.zeros((), jnp.int32),
+        update_steps=jnp.zeros((), jnp.int32),
+    )
+
+
+def apply_gradients(
+    state: DQNState,
+    grads: chex.ArrayTree,
+    optimizer: optax.GradientTransformation,
+    target_update_period: int,
+    update_period: int,
+) -> DQNState:
+    """One optimizer step on `state.params`, then the periodic target sync; counts the update.
+
+    The target copies the new online parameters on the update that falls in the first
+    `update_period` agent steps of each `target_update_period` window (Dopamine's "every
+    target_update_period agent steps" whenever the period divides evenly).
+    """
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    sync = (state.env_steps % target_update_period) < update_period
+    target_params = jax.tree.map(lambda new, old: jnp.where(sync, new, old), params, state.target_params)
+    return state.replace(
+        params=params,
+        target_params=target_params,
+        opt_state=opt_state,
+        update_steps=state.update_steps + 1,
+    )
+
+
 def make_dqn(
     network: nn.Module,
     optimizer: optax.GradientTransformation,
@@ -97,13 +133,7 @@ def make_dqn(
     def init(rng: PRNGKey, observation_shape: Sequence[int], num_actions: int) -> DQNState:
         del num_actions  # fixed by the network
         params = network.init(rng, jnp.zeros(tuple(observation_shape), jnp.float32))
-        return DQNState(
-            params=params,
-            target_params=params,
-            opt_state=optimizer.init(params),
-            env_steps=jnp.zeros((), jnp.int32),
-            update_steps=jnp.zeros((), jnp.int32),
-        )
+        return initial_state(params, optimizer)
 
     def act(state: DQNState, observation: jnp.ndarray, rng: PRNGKey, training: bool) -> jnp.ndarray:
         if training:
@@ -128,18 +158,7 @@ def make_dqn(
         (loss, (per_sample, chosen_q)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params, state.target_params, batch
         )
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        sync = (state.env_steps % target_update_period) < update_period
-        target_params = jax.tree.map(
-            lambda new, old: jnp.where(sync, new, old), params, state.target_params
-        )
-        new_state = state.replace(
-            params=params,
-            target_params=target_params,
-            opt_state=opt_state,
-            update_steps=state.update_steps + 1,
-        )
+        new_state = apply_gradients(state, grads, optimizer, target_update_period, update_period)
         metrics = {"loss": loss, "q_mean": jnp.mean(chosen_q), "priorities": jnp.sqrt(per_sample + 1e-10)}
         return new_state, metrics
 
