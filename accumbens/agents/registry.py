@@ -32,6 +32,15 @@ def _dqn():
 register_agent("dqn", _dqn)
 
 
+def _rainbow():
+    from accumbens.agents.rainbow import RainbowAgent
+
+    return RainbowAgent
+
+
+register_agent("rainbow", _rainbow)
+
+
 @gin.configurable
 def create_agent(
     num_actions: int,
