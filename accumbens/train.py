@@ -31,6 +31,7 @@ def import_configurables() -> None:
     import accumbens.environments  # noqa: F401  (imports every family's module)
     import accumbens.replay  # noqa: F401
     import accumbens.runners  # noqa: F401
+    import accumbens.runners.compiled  # noqa: F401  (CompiledRunner's bindings)
 
 
 def resolve_gin_file(name: str) -> str:

@@ -1,6 +1,8 @@
 """Runners drive agents through experiments; `create_runner` picks one by name (gin or CLI).
 
   'host'      `runner.Runner`: Dopamine's host loop over a gymnasium environment.
+  'compiled'  `compiled.CompiledRunner`: the whole loop under jit on a gymnax environment, many
+              seeds at once (vmap), sharded over all visible devices.
 """
 from __future__ import annotations
 
@@ -12,7 +14,10 @@ import gin
 from accumbens.runners.runner import ConfigMismatchError, Runner
 
 # name -> "module:Class"; imported on use so optional dependencies stay optional.
-RUNNERS: dict[str, str] = {"host": "accumbens.runners.runner:Runner"}
+RUNNERS: dict[str, str] = {
+    "host": "accumbens.runners.runner:Runner",
+    "compiled": "accumbens.runners.compiled:CompiledRunner",
+}
 
 
 @gin.configurable
