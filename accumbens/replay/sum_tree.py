@@ -204,18 +204,21 @@ class SumTree:
         Never returns a leaf of value 0. Returns int64 indices shaped like `targets`.
         Raises ValueError when the total is 0.
         """
-        if not self._value[-1][0] > 0:
+        total = float(self._value[-1][0])
+        if not total > 0:
             raise ValueError("Cannot sample from a SumTree whose values are all 0.")
         targets = np.asarray(targets, np.float64)
         shape = targets.shape
         targets = targets.ravel()
-        v = np.clip(targets, 0.0, np.nextafter(self._value[-1][0], 0.0))  # into [0, total)
-        node = np.zeros(targets.size, np.int64)  # the block to search in, at the top: block 0
-        for d in reversed(range(self.depth)):
-            block_sum = self._value[d + 1][node]
+        top = self.depth - 1
+        # The top level is one block (block 0, sum = total): its key is v / total, below 1.
+        key = np.maximum(np.minimum(targets / total, self._key_limit[top][0]), 0.0)
+        node = np.searchsorted(self._key[top], key, side="right")
+        v = np.maximum(targets - self._excl[top][node], 0.0)
+        for d in reversed(range(top)):
             # Search key block + v / block_sum, kept below block + 1 (the block's last key) so
             # that rounding cannot carry it into the next block.
-            key = np.minimum(node + v / block_sum, self._key_limit[d][node])
+            key = np.minimum(node + v / self._value[d + 1][node], self._key_limit[d][node])
             node = np.searchsorted(self._key[d], key, side="right")
             v = np.maximum(v - self._excl[d][node], 0.0)
         bad = self._value[0][node] <= 0
