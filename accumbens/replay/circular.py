@@ -155,6 +155,11 @@ class ReplayBuffer:
         """How many slots are valid sample starts right now."""
         return self._num_valid
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the per-slot arrays (1M Atari 84x84 steps: about 7.1e9)."""
+        return sum(a.nbytes for a in self._slot_arrays().values())
+
     def __len__(self) -> int:
         """Number of steps (transitions, not counting final-observation slots) held now."""
         return self._num_steps

@@ -260,3 +260,29 @@ def test_corrupt_small_array_leaves_buffer_unchanged_corrupt_frames_empty_it(tmp
     buffer.load(str(tmp_path))
     for name, array in buffer._slot_arrays().items():
         np.testing.assert_array_equal(array, before[name])
+
+
+def test_atari_memory_is_one_frame_per_step():
+    # np.zeros pages are not touched, so this allocates no real memory.
+    buffer = ReplayBuffer(1_000_000, (84, 84), np.uint8, stack_size=4, update_horizon=3)
+    frames = 1_000_000 * 84 * 84
+    assert frames <= buffer.nbytes < frames * 1.003  # ~7.06 GB of frames + ~19 bytes per step
+
+
+def test_create_replay_through_gin():
+    import gin
+
+    from accumbens.replay import PrioritizedReplayBuffer, create_replay
+
+    gin.clear_config()
+    gin.parse_config(
+        "PrioritizedReplayBuffer.capacity = 77\n"
+        "PrioritizedReplayBuffer.alpha = 0.6\n"
+        "PrioritizedReplayBuffer.stratified = False\n"
+    )
+    try:
+        buffer = create_replay("prioritized", observation_shape=(2,))
+        assert isinstance(buffer, PrioritizedReplayBuffer)
+        assert (buffer.capacity, buffer.alpha, buffer.stratified) == (77, 0.6, False)
+    finally:
+        gin.clear_config()
