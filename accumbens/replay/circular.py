@@ -6,9 +6,13 @@ The buffer is a ring of `capacity` slots. Every call to `add` writes one slot fo
 (observation o_t, action a_t, reward r_{t+1}, and whether the episode terminated or was truncated
 after this step). When an episode ends, `add` writes one more slot: the episode's *final
 observation* (what gymnasium returned with terminated/truncated). A final slot is never the start
-of a sampled transition; it is only read as the next observation of the episode's last steps (and
-as the older frames of nothing, since the next episode's stacks are zero-padded). Each observation
-is stored once: 1M Atari steps of 84x84 uint8 frames take about 7 GB.
+of a sampled transition; it is only read as the next observation (and its stack) of the episode's
+last steps; the next episode's stacks are zero-padded and never reach it. Each observation is
+stored once: 1M Atari steps of 84x84 uint8 frames take about 7 GB.
+
+Episodes are delimited only by `terminated` / `truncated`: a caller that abandons an episode
+(say, at the end of a phase) must still end it with `truncated=True` and its last observation as
+`final_observation`, or the next `add` continues the same episode.
 
 Per slot the buffer also records `episode_step` (the step's position in its episode; the final
 slot holds the episode length), which makes zero-padding a comparison: frame t-j of a stack at t
@@ -29,7 +33,8 @@ their sum tree in step: an invalid slot always has priority 0.
 Sampling
 --------
 `sample(rng, batch_size)` draws valid starts uniformly (with replacement; rejection sampling with
-NumPy, falling back to an explicit list of valid slots when they are rare) and assembles the batch
+NumPy, or an explicit list of valid slots when they are rare, under a quarter of the written
+slots, or rejection keeps failing) and assembles the batch
 with fancy indexing, no Python loop over the batch:
   reward   = sum_{k<m} gamma^k r_{t+k+1}
   discount = gamma^m, or 0 when the episode terminated (not truncated) at step t+m-1
@@ -323,7 +328,7 @@ class ReplayBuffer:
         accept_rate = self._num_valid / filled
         chosen: list[np.ndarray] = []
         needed = batch_size
-        for _ in range(_REJECTION_ROUNDS):
+        for _ in range(_REJECTION_ROUNDS if accept_rate > 0.25 else 0):
             draws = int(needed / accept_rate * 1.2) + 8
             candidates = rng.integers(0, filled, size=draws)
             accepted = candidates[self._valid[candidates]][:needed]
