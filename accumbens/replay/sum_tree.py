@@ -5,19 +5,20 @@ Layout
 A `branching`-ary tree (K = 32 by default). Level 0 holds the leaves (one per buffer slot, padded
 with zeros to a multiple of K); node i of level d + 1 is the sum of the K-block
 `[i * K, (i + 1) * K)` of level d; the top level has one block, whose sum is the total. A 1M-leaf
-tree is 4 levels deep. Each level keeps four float64 arrays of its size:
+tree is 4 levels deep. Each level keeps three float64 arrays of its size:
 
   value  the node values (leaf priorities at level 0; at level d + 1, the sums of level d's blocks);
-  run    the running sum of `value` inside each K-block (inclusive);
-  excl   the same, exclusive (the mass of a node's left siblings);
-  key    block + run / block_sum, a number in (block, block + 1] that increases along the whole
-         level, not just inside a block (an empty block's keys are all `block`).
+  excl   the running sum of `value` inside each K-block, exclusive (a node's left siblings' mass);
+  key    block + run / block_sum, with run the inclusive running sum: a number in
+         [block, block + 1] that increases along the whole level, not just inside a block (an
+         empty block's keys are all `block`).
 
 The keys are what make sampling fast: descending one level is a single `np.searchsorted` of
 `block + residual / block_sum` in that level's keys for the whole batch, plus a few element-wise
 operations on [B] arrays, instead of a [B, K] cumulative sum or 20 rounds of a binary tree. A
 batch of 32 on a 1M tree is 4 such rounds. Updating B leaves recomputes the B touched blocks on
-each level (a [B, K] cumulative sum per level). Both are O(log_K N) rounds of vectorised work.
+each level (a [B, K] cumulative sum per level; small top levels are recomputed whole). Both are
+O(log_K N) rounds of vectorised work.
 
 Exactness
 ---------
