@@ -4,19 +4,23 @@ Tiled symmetric embedding
 -------------------------
 For degree 2 the kernels use a blocked form of the symmetric square that suits matrix units:
 cut the head dimension into ``nb = d / 16`` blocks of 16 and keep, for each pair of blocks
-``x <= y``, the ``16 x 16`` outer product of the two blocks as one *tile* of 256 features::
+``x <= y``, the ``16 x 16`` outer product of the two blocks, split in two *tiles* of 128
+features (outer half ``h`` in {0, 1} takes rows ``8h .. 8h+7`` of block ``x``)::
 
-    phi_tile(x, y)[16a + b] = m_xy * X[16x + a] * X[16y + b],   m_xy = 1 if x == y else 2
+    phi_tile(x, y, h)[16a + b] = m_xy * X[16x + 8h + a] * X[16y + b],  m_xy = 1 if x == y else 2
 
-(``m`` on keys only). Summed over the ``nb (nb + 1) / 2`` tiles this gives ``(q . k)^2`` exactly;
+(``m`` on keys only). Summed over the ``nb (nb + 1)`` tiles this gives ``(q . k)^2`` exactly;
 it keeps 2560 features for ``d = 64`` instead of the minimal 2080 (the same layout as the
-package's kernels) but every tile is a dense ``(c, 256)`` matrix built in registers by one
-broadcast product and a reshape, so the expanded keys/queries never touch global memory.
+package's kernels), but every tile is a dense ``(c, 128)`` matrix made in registers as the
+product of two small matrix products with 0/1 selection matrices,
+``(X_x @ E_outer(h)) * (X_y @ E_inner)``, so the expanded keys/queries never touch global memory
+and no register reshapes are needed. The gradient of a tile with respect to its two factors
+is again two products with the transposed selection matrices.
 
 Kernels (``c`` the chunk, ``N`` the chunk count, ``T = nb(nb+1)/2`` tiles):
 
 * ``state``   grid (batch*kv_heads, nb, nb*value_blocks); each program owns one state tile
-  (256 x value_block, float32, in registers) and walks the chunks in order, writing the state
+  (128 x value_block, float32, in registers) and walks the chunks in order, writing the state
   *before* each chunk (in the input dtype) and its normaliser (float32).
 * ``output``  grid (N, batch*q_heads); per chunk: the ``c x c`` gated power attention plus the
   query of every state tile; writes ``y`` and the row normaliser ``den``.
@@ -39,7 +43,8 @@ from jax.experimental import pallas as pl
 
 F32 = jnp.float32
 TILE = 16  # block width of the tiled symmetric embedding
-NT_FEATS = TILE * TILE
+HALF = 8  # outer rows per feature tile
+NT_FEATS = HALF * TILE  # features per tile
 
 
 # (num_warps, num_stages) per kernel; the benchmark may retune these before tracing.
@@ -48,19 +53,20 @@ KERNEL_CONFIG = {"state": (8, 2), "output": (8, 1), "dstate": (8, 2), "grads": (
 
 def n_tiles(d: int) -> int:
     nb = d // TILE
-    return nb * (nb + 1) // 2
+    return nb * (nb + 1)
 
 
-def _tile_id(x, y):
-    return y * (y + 1) // 2 + x
+def _tile_id(x, y, h):
+    return 2 * (y * (y + 1) // 2 + x) + h
 
 
 def _tiles(nb: int):
-    """Static list of (tile id, x, y, multiplier) in tile-id order."""
+    """Static list of (tile id, x, y, h, multiplier) in tile-id order."""
     out = []
     for y in range(nb):
         for x in range(y + 1):
-            out.append((_tile_id(x, y), x, y, 1.0 if x == y else 2.0))
+            for h in range(2):
+                out.append((_tile_id(x, y, h), x, y, h, 1.0 if x == y else 2.0))
     return out
 
 
@@ -70,15 +76,30 @@ def _dot(a, b, mm, prec, ta: bool = False, tb: bool = False):
     return jax.lax.dot_general(a.astype(mm), b.astype(mm), dims, precision=prec, preferred_element_type=F32)
 
 
-def _outer(xo, xi, c):
-    """(c,16) x (c,16) -> (c,256) row-wise outer product."""
-    return (xo[:, :, None] * xi[:, None, :]).reshape(c, NT_FEATS)
+def _sel_outer(h, mm):
+    """(16, 128) 0/1 matrix: feature 16a+b of half h reads outer row 8h+a."""
+    r = jax.lax.broadcasted_iota(jnp.int32, (TILE, NT_FEATS), 0)
+    j = jax.lax.broadcasted_iota(jnp.int32, (TILE, NT_FEATS), 1)
+    return (r == HALF * h + j // TILE).astype(mm)
 
 
-def _phi_transpose(dphi, xo, xi, c):
-    """Gradient of ``_outer`` w.r.t. its two (c,16) factors given ``dphi`` (c,256)."""
-    d3 = dphi.reshape(c, TILE, TILE)
-    return jnp.sum(d3 * xi[:, None, :], axis=2), jnp.sum(d3 * xo[:, :, None], axis=1)
+def _sel_inner(mm):
+    """(16, 128) 0/1 matrix: feature 16a+b reads inner row b."""
+    r = jax.lax.broadcasted_iota(jnp.int32, (TILE, NT_FEATS), 0)
+    j = jax.lax.broadcasted_iota(jnp.int32, (TILE, NT_FEATS), 1)
+    return (r == j % TILE).astype(mm)
+
+
+def _factors(xo, xi, h, mm, prec):
+    """The two (c,128) factors of a feature tile; the tile is their elementwise product."""
+    return _dot(xo, _sel_outer(h, mm), mm, prec), _dot(xi, _sel_inner(mm), mm, prec)
+
+
+def _phi_transpose(dphi, A, B, h, mm, prec):
+    """Gradient w.r.t. the (c,16) blocks xo, xi of the tile A*B given ``dphi`` (c,128)."""
+    go = _dot(dphi * B, _sel_outer(h, mm), mm, prec, tb=True)
+    gi = _dot(dphi * A, _sel_inner(mm), mm, prec, tb=True)
+    return go, gi
 
 
 # ----------------------------------------------------------------------------------------
@@ -87,8 +108,8 @@ def _phi_transpose(dphi, xo, xi, c):
 def state_pass(k, v, g, gt, *, c, n_chunks, value_block, state_dtype, mm, prec, interpret, poison=False):
     """Forward state pass. k, v: (B, Tp, Hk, d); g: (B, Tp, Hk) f32; gt: (B, N, Hk) f32.
 
-    Returns S (B, Hk, N, T, 256, d) in ``state_dtype`` (state before each chunk) and z
-    (B, Hk, N, T, 256) float32.
+    Returns S (B, Hk, N, T, 128, d) in ``state_dtype`` (state before each chunk) and z
+    (B, Hk, N, T, 128) float32.
     """
     B, Tp, Hk, d = k.shape
     nb = d // TILE
@@ -99,16 +120,17 @@ def state_pass(k, v, g, gt, *, c, n_chunks, value_block, state_dtype, mm, prec, 
     def kernel(k_ref, v_ref, g_ref, gt_ref, s_ref, z_ref):
         bh = pl.program_id(0)
         x = pl.program_id(1)
-        yv = pl.program_id(2)
-        y = yv // nv
-        vb = yv % nv
+        j = pl.program_id(2)
+        y = j // (2 * nv)
+        hf = (j // nv) % 2
+        vb = j % nv
         b = bh // Hk
         h = bh % Hk
 
         @pl.when(x <= y)
         def _():
             m = (1 + jnp.minimum(y - x, 1)).astype(F32)  # 1 on the diagonal, 2 off it
-            t = _tile_id(x, y)
+            t = _tile_id(x, y, hf)
 
             def body(n, carry):
                 S, z = carry
@@ -124,7 +146,8 @@ def state_pass(k, v, g, gt, *, c, n_chunks, value_block, state_dtype, mm, prec, 
                 e = jnp.exp((gtn - gg) * 0.5)[:, None]
                 ko = k_ref[b, rows, h, pl.ds(x * TILE, TILE)].astype(F32) * e
                 ki = k_ref[b, rows, h, pl.ds(y * TILE, TILE)].astype(F32) * e
-                phi = _outer(ko, ki, c) * m
+                A, Bf = _factors(ko, ki, hf, mm, prec)
+                phi = A * Bf * m
                 vv = v_ref[b, rows, h, pl.ds(vb * bv, bv)]
                 dec = jnp.exp(gtn)
                 S = S * dec + _dot(phi, vv, mm, prec, ta=True)
@@ -137,7 +160,7 @@ def state_pass(k, v, g, gt, *, c, n_chunks, value_block, state_dtype, mm, prec, 
         jax.ShapeDtypeStruct((B, Hk, n_chunks, nt, NT_FEATS, d), state_dtype),
         jax.ShapeDtypeStruct((B, Hk, n_chunks, nt, NT_FEATS), F32),
     )
-    return _call(kernel, out_shape, (B * Hk, nb, nb * nv), (k, v, g, gt,), interpret=interpret,
+    return _call(kernel, out_shape, (B * Hk, nb, nb * 2 * nv), (k, v, g, gt,), interpret=interpret,
                  params=_params(*KERNEL_CONFIG["state"]), poison=poison)
 
 
@@ -196,8 +219,9 @@ def output_pass(q, k, v, g, S, z, *, c, scale, mm, prec, interpret, poison=False
         den = jnp.sum(w, axis=1)
         ge = (scale * jnp.exp(gg * 0.5))[:, None]
         qb = [q_ref[b, rows, hq, pl.ds(i * TILE, TILE)].astype(F32) * ge for i in range(nb)]
-        for t, x, y, _ in tiles:
-            phi = _outer(qb[x], qb[y], c)
+        for t, x, y, hf, _ in tiles:
+            A, Bf = _factors(qb[x], qb[y], hf, mm, prec)
+            phi = A * Bf
             num = num + _dot(phi, s_ref[b, h, n, t, :, :], mm, prec)
             den = den + jnp.sum(phi * z_ref[b, h, n, t, :][None, :], axis=1)
         den_ok = jnp.where(den == 0, 1.0, den)
@@ -213,7 +237,7 @@ def output_pass(q, k, v, g, S, z, *, c, scale, mm, prec, interpret, poison=False
 # backward: dstate pass (reverse scan over chunks)
 # ----------------------------------------------------------------------------------------
 def dstate_pass(q, dn, dd, g, gt, *, c, scale, value_block, state_dtype, mm, prec, interpret, poison=False):
-    """dS (B, Hk, N, T, 256, d) in ``state_dtype``: gradient w.r.t. the state *after* each chunk; dz likewise.
+    """dS (B, Hk, N, T, 128, d) in ``state_dtype``: gradient w.r.t. the state *after* each chunk; dz likewise.
 
     q: (B, Tp, Hq, d); dn: (B, Tp, Hq, d) float32 = dL/dnum; dd: (B, Tp, Hq) float32 = dL/dden.
     """
@@ -229,15 +253,16 @@ def dstate_pass(q, dn, dd, g, gt, *, c, scale, value_block, state_dtype, mm, pre
     def kernel(q_ref, dn_ref, dd_ref, g_ref, gt_ref, ds_ref, dz_ref):
         bh = pl.program_id(0)
         x = pl.program_id(1)
-        yv = pl.program_id(2)
-        y = yv // nv
-        vb = yv % nv
+        j = pl.program_id(2)
+        y = j // (2 * nv)
+        hf = (j // nv) % 2
+        vb = j % nv
         b = bh // Hk
         h = bh % Hk
 
         @pl.when(x <= y)
         def _():
-            t = _tile_id(x, y)
+            t = _tile_id(x, y, hf)
 
             def body(i, carry):
                 dS, dz = carry
@@ -259,7 +284,8 @@ def dstate_pass(q, dn, dd, g, gt, *, c, scale, value_block, state_dtype, mm, pre
                     hq = h * r + j
                     qo = q_ref[b, rows, hq, pl.ds(x * TILE, TILE)].astype(F32) * ge
                     qi = q_ref[b, rows, hq, pl.ds(y * TILE, TILE)].astype(F32) * ge
-                    phi = _outer(qo, qi, c)
+                    A, Bf = _factors(qo, qi, hf, mm, prec)
+                    phi = A * Bf
                     dnv = dn_ref[b, rows, hq, pl.ds(vb * bv, bv)]
                     dS = dS + _dot(phi, dnv, mm, prec, ta=True)
                     dz = dz + jnp.sum(phi * dd_ref[b, rows, hq][:, None], axis=0)
@@ -271,7 +297,7 @@ def dstate_pass(q, dn, dd, g, gt, *, c, scale, value_block, state_dtype, mm, pre
         jax.ShapeDtypeStruct((B, Hk, n_chunks, nt, NT_FEATS, d), state_dtype),
         jax.ShapeDtypeStruct((B, Hk, n_chunks, nt, NT_FEATS), F32),
     )
-    return _call(kernel, out_shape, (B * Hk, nb, nb * nv), (q, dn, dd, g, gt,), interpret=interpret,
+    return _call(kernel, out_shape, (B * Hk, nb, nb * 2 * nv), (q, dn, dd, g, gt,), interpret=interpret,
                  params=_params(*KERNEL_CONFIG["dstate"]), poison=poison)
 
 
@@ -304,12 +330,13 @@ def grads_pass(q, k, v, g, gt, S, z, dS, dz, dn, dd, *, c, scale, mm, prec, inte
         # --- keys/values through the state after this chunk ---
         dkh = [jnp.zeros((c, TILE), F32) for _ in range(nb)]
         dv = jnp.zeros((c, d), F32)
-        for t, x, y, m in tiles:
-            phik = _outer(kh[x], kh[y], c) * m
+        for t, x, y, hf, m in tiles:
+            A, Bf = _factors(kh[x], kh[y], hf, mm, prec)
+            phik = A * Bf * m
             dSt = ds_ref[b, h, n, t, :, :]
             dv = dv + _dot(phik, dSt, mm, prec)
             dphi = (_dot(vv, dSt, mm, prec, tb=True) + dz_ref[b, h, n, t, :][None, :]) * m
-            go, gi = _phi_transpose(dphi, kh[x], kh[y], c)
+            go, gi = _phi_transpose(dphi, A, Bf, hf, mm, prec)
             dkh[x] = dkh[x] + go
             dkh[y] = dkh[y] + gi
         dk = [dkh[i] * ek for i in range(nb)]
@@ -335,9 +362,10 @@ def grads_pass(q, k, v, g, gt, S, z, dS, dz, dn, dd, *, c, scale, mm, prec, inte
             # --- queries through the state before this chunk ---
             qh = [x_ * ge for x_ in qb]
             dqh = [jnp.zeros((c, TILE), F32) for _ in range(nb)]
-            for t, x, y, _ in tiles:
+            for t, x, y, hf, _ in tiles:
                 dphi = _dot(dnn, s_ref[b, h, n, t, :, :], mm, prec, tb=True) + ddd[:, None] * z_ref[b, h, n, t, :][None, :]
-                go, gi = _phi_transpose(dphi, qh[x], qh[y], c)
+                A, Bf = _factors(qh[x], qh[y], hf, mm, prec)
+                go, gi = _phi_transpose(dphi, A, Bf, hf, mm, prec)
                 dqh[x] = dqh[x] + go
                 dqh[y] = dqh[y] + gi
             for i in range(nb):
