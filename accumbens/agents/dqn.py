@@ -64,12 +64,17 @@ def create_optimizer(
 
 
 def epsilon_greedy(rng: PRNGKey, q_values: jnp.ndarray, epsilon: jnp.ndarray) -> jnp.ndarray:
-    """Greedy action of `q_values` ([..., A]), replaced by a uniform one with probability epsilon."""
-    explore_key, action_key = jax.random.split(rng)
-    batch_shape = q_values.shape[:-1]
-    explore = jax.random.uniform(explore_key, batch_shape) < epsilon
-    random_action = jax.random.randint(action_key, batch_shape, 0, q_values.shape[-1])
-    return jnp.where(explore, random_action, jnp.argmax(q_values, axis=-1)).astype(jnp.int32)
+    """Greedy action of `q_values` ([..., A]), replaced by a uniform one with probability epsilon.
+
+    One uniform draw u decides both: explore iff u < epsilon, and then u / epsilon is itself
+    uniform on [0, 1), so floor(A * u / epsilon) is a uniform action. One draw instead of two
+    (and no key split) makes acting markedly cheaper on CPU, where it runs every agent step.
+    """
+    num_actions = q_values.shape[-1]
+    u = jax.random.uniform(rng, q_values.shape[:-1])
+    scaled = u / jnp.maximum(epsilon, jnp.finfo(jnp.float32).tiny)
+    random_action = jnp.minimum((scaled * num_actions).astype(jnp.int32), num_actions - 1)
+    return jnp.where(u < epsilon, random_action, jnp.argmax(q_values, axis=-1)).astype(jnp.int32)
 
 
 def initial_state(params: chex.ArrayTree, optimizer: optax.GradientTransformation) -> DQNState:

@@ -120,7 +120,8 @@ class HostAgent:
 
     def _select(self, observation: np.ndarray) -> int:
         observation = np.asarray(observation, self.observation_dtype)
-        self._stack = np.roll(self._stack, -1, axis=-1)
+        if self.stack_size > 1:  # shift the frame stack in place: oldest out, newest last
+            self._stack[..., :-1] = self._stack[..., 1:]
         self._stack[..., -1] = observation
         self._last_observation = observation
         if self.eval_mode:

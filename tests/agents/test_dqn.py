@@ -111,3 +111,16 @@ def test_unknown_optimizer_and_torso_are_refused():
         dqn.create_optimizer(name="adagrad")
     with pytest.raises(ValueError, match="minatar"):
         networks.create_torso(name="resnet")
+
+
+def test_epsilon_greedy_action_frequencies():
+    """P(greedy) = 1 - eps + eps/A and P(other) = eps/A, from the single-draw construction."""
+    q = jnp.tile(jnp.array([0.0, 0.0, 5.0, 0.0, 0.0, 0.0]), (200_000, 1))
+    actions = np.asarray(dqn.epsilon_greedy(jax.random.PRNGKey(7), q, 0.3))
+    freq = np.bincount(actions, minlength=6) / len(actions)
+    expected = np.full(6, 0.3 / 6)
+    expected[2] += 0.7
+    # 5 standard errors of a binomial proportion at n = 200k is below 0.005.
+    np.testing.assert_allclose(freq, expected, atol=0.005)
+    assert np.all(np.asarray(dqn.epsilon_greedy(jax.random.PRNGKey(0), q[:1000], 0.0)) == 2)
+    assert len(np.unique(np.asarray(dqn.epsilon_greedy(jax.random.PRNGKey(0), q[:1000], 1.0)))) == 6
