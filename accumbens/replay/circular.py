@@ -291,6 +291,10 @@ class ReplayBuffer:
             back = min(k - 1, episode_step - m)  # episode_step of the start is episode_step - m
             if start - back >= oldest_live:
                 self._mark_valid(start % c, m)
+        self._end_write()
+
+    def _end_write(self) -> None:
+        """Hook: called at the end of every slot write, after the `_mark_*` calls it made."""
 
     def _mark_valid(self, slot: int, horizon: int) -> None:
         """Hook: `slot` becomes a valid start with n-step horizon m = `horizon`."""

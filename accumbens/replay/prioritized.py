@@ -66,6 +66,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         if alpha < 0:
             raise ValueError(f"alpha must be >= 0, got {alpha}.")
         self._tree = SumTree(int(capacity), branching)
+        self._stale_leaves: list[int] = []  # leaves set since the last refresh (see _end_write)
         self._alpha = float(alpha)
         self.beta = float(beta)
         self.stratified = bool(stratified)
@@ -79,13 +80,25 @@ class PrioritizedReplayBuffer(ReplayBuffer):
     def sum_tree(self) -> SumTree:
         return self._tree
 
+    # A write usually validates one slot and invalidates one nearby (the overwritten slot and the
+    # start n steps back share a leaf block): leaves are set at once and the tree's path above
+    # each touched block is recomputed once, at the end of the write.
     def _mark_valid(self, slot: int, horizon: int) -> None:
         super()._mark_valid(slot, horizon)
-        self._tree.set_one(slot, self._tree.max_recorded)
+        self._tree.set_one(slot, self._tree.max_recorded, refresh=False)
+        self._stale_leaves.append(slot)
 
     def _mark_invalid(self, slot: int) -> None:
         super()._mark_invalid(slot)
-        self._tree.set_one(slot, 0.0)
+        self._tree.set_one(slot, 0.0, refresh=False)
+        self._stale_leaves.append(slot)
+
+    def _end_write(self) -> None:
+        if self._stale_leaves:
+            k = self._tree.branching
+            for block in {slot // k for slot in self._stale_leaves}:
+                self._tree.refresh_path(block * k)
+            self._stale_leaves.clear()
 
     def can_sample(self, batch_size: int = 1) -> bool:
         return super().can_sample(batch_size) and self._tree.total > 0

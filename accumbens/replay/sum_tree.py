@@ -130,8 +130,12 @@ class SumTree:
                 self._refresh_blocks(d, blocks)  # repeated blocks write equal numbers
             blocks = blocks // self._k
 
-    def set_one(self, index: int, value: float) -> None:
-        """`set` for one leaf, with less overhead (replay calls it on every `add`)."""
+    def set_one(self, index: int, value: float, refresh: bool = True) -> None:
+        """`set` for one leaf, with less overhead (replay calls it on every `add`).
+
+        refresh=False only writes the leaf: the caller must call `refresh_path(index)` before the
+        tree is read again (replay does, once per leaf block, at the end of each `add`).
+        """
         index, value = int(index), float(value)
         if not 0 <= index < self._capacity:
             raise IndexError(f"SumTree index {index} out of range [0, {self._capacity}).")
@@ -140,9 +144,14 @@ class SumTree:
         self._value[0][index] = value
         if value > self._max_recorded:
             self._max_recorded = value
+        if refresh:
+            self.refresh_path(index)
+
+    def refresh_path(self, index: int) -> None:
+        """Recomputes the blocks above leaf `index`, up to the root (slices, no fancy indexing)."""
         k = self._k
-        block = index // k
-        for d in range(self.depth):  # _refresh_blocks for one block, with slices
+        block = int(index) // k
+        for d in range(self.depth):  # _refresh_blocks for one block
             start = block * k
             run = np.cumsum(self._value[d][start : start + k])
             block_sum = run[-1]

@@ -40,6 +40,11 @@ def test_tree_holds_exactly_the_valid_slots_through_wrap_around(stack_size, upda
         if i % 5 == 0 and buffer.can_sample():
             batch = buffer.sample(rng, 8)
             buffer.update_priorities(batch.index, rng.random(8) + 0.01)
+    tree = buffer.sum_tree  # inner levels kept up to date: equal to a rebuild from the leaves
+    arrays = [a.copy() for a in tree._value + tree._excl + tree._key]
+    tree._rebuild()
+    for before, after in zip(arrays, tree._value + tree._excl + tree._key):
+        np.testing.assert_array_equal(before, after)
 
 
 def test_samples_are_the_reference_n_step_transitions():
