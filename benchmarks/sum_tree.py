@@ -131,6 +131,8 @@ def main(argv=None) -> None:
     number, repeat = (300, 5) if args.quick else (2000, 9)
 
     load_before = os.getloadavg()
+    tiny = np.ones(32)
+    call_overhead = time_call(lambda: tiny + tiny, 20 * number, repeat)  # one small NumPy call
     tree_rows = bench_sum_tree(sizes, number, repeat)
     replay_rows = bench_replay(number, repeat, 10**6 if not args.quick else 10**5, 10**5)
     load_after = os.getloadavg()
@@ -151,7 +153,8 @@ def main(argv=None) -> None:
             extra = f"   update_priorities(32) {cell(r['update_priorities32'])}"
         print(f"  {r['case']:<40} cap {r['capacity']:>8}  sample(32) {cell(r['sample32'])}"
               f"   add (mean, wall) {r['add_us_mean_while_filling']:.1f}{extra}")
-    print(f"\nload average (1, 5, 15 min) before {load_before}, after {load_after}; {os.cpu_count()} CPUs")
+    print(f"\none small NumPy call (32-element add): {cell(call_overhead)} us; every number above scales with it")
+    print(f"load average (1, 5, 15 min) before {load_before}, after {load_after}; {os.cpu_count()} CPUs")
 
     result = {
         "benchmark": "sum_tree",
@@ -161,6 +164,7 @@ def main(argv=None) -> None:
         "load_average_before": load_before,
         "load_average_after": load_after,
         "timing": {"number": number, "repeat": repeat, "unit": "microseconds per call"},
+        "numpy_small_call": call_overhead,
         "sum_tree": tree_rows,
         "replay": replay_rows,
         "goal": "SumTree.sample(32) under 50 us at 1e6 leaves",
