@@ -25,9 +25,17 @@ _SEED_SUFFIX = re.compile(r"([_-]?seed[_-]?\d+|[_-]\d+)$")
 
 
 def group_name(run_dir: str) -> str:
-    """The experiment a run belongs to: its directory name without a trailing seed marker."""
-    name = os.path.basename(os.path.normpath(run_dir))
-    return _SEED_SUFFIX.sub("", name) or name
+    """The experiment a run belongs to: its directory name without a trailing seed marker.
+
+    A directory named only by its seed (the compiled runner's `base_dir/seed_3`) belongs to its
+    parent's experiment (`base_dir`).
+    """
+    path = os.path.normpath(run_dir)
+    name = os.path.basename(path)
+    stripped = _SEED_SUFFIX.sub("", name)
+    if not stripped and os.path.basename(os.path.dirname(path)):
+        return os.path.basename(os.path.dirname(path))
+    return stripped or name
 
 
 def load_curve(run_dir: str, metric: str) -> tuple[np.ndarray, np.ndarray]:
