@@ -83,12 +83,13 @@ class HostAgent:
 
     # ----- compiled bodies -------------------------------------------------------------
     def _act(self, state, rng, observation, env_steps, training: bool):
-        state = state.replace(env_steps=env_steps)
+        state = state.replace(env_steps=jax.numpy.asarray(env_steps, jax.numpy.int32))
         rng, act_key = jax.random.split(rng)
         return self.agent.act(state, observation, act_key, training), rng
 
     def _update_and_act(self, state, rng, batch, observation, env_steps):
-        state = state.replace(env_steps=env_steps)
+        # A strongly typed int32, so the returned state matches the input and jit never retraces.
+        state = state.replace(env_steps=jax.numpy.asarray(env_steps, jax.numpy.int32))
         rng, update_key, act_key = jax.random.split(rng, 3)
         state, metrics = self.agent.update(state, batch, update_key)
         action = self.agent.act(state, observation, act_key, True)
