@@ -319,6 +319,14 @@ class ReplayBuffer:
         index = self._sample_uniform_index(rng, batch_size)
         return self._gather(index, np.ones(batch_size, np.float32))
 
+    def get_transitions(self, index: np.ndarray) -> Batch:
+        """The batch for given slot indices (e.g. `valid_indices()`), weight 1; for evaluation,
+        offline tools and tests. Raises ValueError if any index is not a valid start."""
+        index = np.asarray(index, np.int64).reshape(-1)
+        if index.size and (index.min() < 0 or index.max() >= self._capacity or not self._valid[index].all()):
+            raise ValueError("get_transitions: every index must be a valid sample start (see valid_indices()).")
+        return self._gather(index, np.ones(index.size, np.float32))
+
     def _sample_uniform_index(self, rng: np.random.Generator, batch_size: int) -> np.ndarray:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")

@@ -31,7 +31,7 @@ def assert_matches_reference(buffer: ReplayBuffer, reference: NaiveReplay) -> No
     if not expected:
         assert not buffer.can_sample(1)
         return
-    batch = buffer._gather(valid.astype(np.int64), np.ones(valid.size, np.float32))
+    batch = buffer.get_transitions(valid)
     for row, slot in enumerate(valid):
         want = expected[int(slot)]
         np.testing.assert_array_equal(batch.observation[row], want["observation"])
@@ -156,6 +156,8 @@ def test_add_rejects_bad_input():
 def test_update_priorities_is_a_noop():
     buffer = ReplayBuffer(20, (1,))
     buffer.update_priorities(np.array([0, 1]), np.array([1.0, 2.0]))
+    with pytest.raises(ValueError, match="valid sample start"):
+        buffer.get_transitions(np.array([0]))
 
 
 def _fill(buffer, seed, steps):
