@@ -100,9 +100,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     print(f"[accumbens] writing to {runner.base_dir}", flush=True)
     runner.run_experiment()
+    runs = os.path.join(base_dir, "seed_*") if hasattr(runner, "seed_dir") else base_dir  # compiled: one folder per seed
     print(
         f"[accumbens] done. Results in {runner.base_dir}: metrics.csv, metrics.jsonl, tensorboard/, "
-        f"config.gin, checkpoints/. Plot with: python -m accumbens.plot {base_dir} -o curves.png",
+        f"config.gin, checkpoints/. Plot with: python -m accumbens.plot {runs} -o curves.png",
         flush=True,
     )
     return 0
