@@ -191,7 +191,7 @@ def _call(kernel, out_shape, grid, args, *, interpret, params, poison):
 # forward: output pass
 # ----------------------------------------------------------------------------------------
 def output_pass(q, k, v, g, S, z, *, c, scale, mm, prec, interpret, poison=False):
-    """y (B, Tp, Hq, d) in q.dtype and den (B, Tp, Hq) float32."""
+    """y (B, Tp, Hq, d) and den (B, Tp, Hq), float32."""
     B, Tp, Hq, d = q.shape
     Hk = k.shape[2]
     r = Hq // Hk
@@ -228,7 +228,7 @@ def output_pass(q, k, v, g, S, z, *, c, scale, mm, prec, interpret, poison=False
         o_ref[b, rows, hq, :] = (num / den_ok[:, None]).astype(o_ref.dtype)
         den_ref[b, rows, hq] = den
 
-    out_shape = (jax.ShapeDtypeStruct((B, Tp, Hq, d), q.dtype), jax.ShapeDtypeStruct((B, Tp, Hq), F32))
+    out_shape = (jax.ShapeDtypeStruct((B, Tp, Hq, d), F32), jax.ShapeDtypeStruct((B, Tp, Hq), F32))
     return _call(kernel, out_shape, (n_chunks, B * Hq), (q, k, v, g, S, z,), interpret=interpret,
                  params=_params(*KERNEL_CONFIG["output"]), poison=poison)
 
@@ -304,8 +304,13 @@ def dstate_pass(q, dn, dd, g, gt, *, c, scale, value_block, state_dtype, mm, pre
 # ----------------------------------------------------------------------------------------
 # backward: per-chunk gradients
 # ----------------------------------------------------------------------------------------
-def grads_pass(q, k, v, g, gt, S, z, dS, dz, dn, dd, *, c, scale, mm, prec, interpret, poison=False):
-    """dq (B,Tp,Hq,d), dk, dv (B,Tp,Hk,d), all float32."""
+def grads_pass(q, k, v, g, gt, S, z, dS, dz, dn, dd, *, c, scale, mm, prec, prec32, interpret, poison=False):
+    """dq (B,Tp,Hq,d), dk, dv (B,Tp,Hk,d), gq (B,Tp,Hq) and gk (B,Tp,Hk), all float32.
+
+    ``gq_i = sum_j dL/dw_ij w_ij`` (query i as receiver) and ``gk_j = sum_i dL/dw_ij w_ij`` (key j
+    as sender, summed over the heads sharing it), accumulated in float32 (the chunk's own part
+    with ``prec32`` matmuls); ``dL/dG = sum_heads gq - gk`` (see fused.py).
+    """
     B, Tp, Hq, d = q.shape
     Hk = k.shape[2]
     r = Hq // Hk
@@ -314,7 +319,7 @@ def grads_pass(q, k, v, g, gt, S, z, dS, dz, dn, dd, *, c, scale, mm, prec, inte
     tiles = _tiles(nb)
 
     def kernel(q_ref, k_ref, v_ref, g_ref, gt_ref, s_ref, z_ref, ds_ref, dz_ref, dn_ref, dd_ref,
-               dq_ref, dk_ref, dv_ref):
+               dq_ref, dk_ref, dv_ref, gq_ref, gk_ref):
         n = pl.program_id(0)
         bh = pl.program_id(1)
         b = bh // Hk
@@ -330,12 +335,14 @@ def grads_pass(q, k, v, g, gt, S, z, dS, dz, dn, dd, *, c, scale, mm, prec, inte
         # --- keys/values through the state after this chunk ---
         dkh = [jnp.zeros((c, TILE), F32) for _ in range(nb)]
         dv = jnp.zeros((c, d), F32)
+        gk = jnp.zeros((c,), F32)
         for t, x, y, hf, m in tiles:
             A, Bf = _factors(kh[x], kh[y], hf, mm, prec)
             phik = A * Bf * m
             dSt = ds_ref[b, h, n, t, :, :]
             dv = dv + _dot(phik, dSt, mm, prec)
             dphi = (_dot(vv, dSt, mm, prec, tb=True) + dz_ref[b, h, n, t, :][None, :]) * m
+            gk = gk + jnp.sum(phik * dphi, axis=1) / m
             go, gi = _phi_transpose(dphi, A, Bf, hf, mm, prec)
             dkh[x] = dkh[x] + go
             dkh[y] = dkh[y] + gi
@@ -353,7 +360,10 @@ def grads_pass(q, k, v, g, gt, S, z, dS, dz, dn, dd, *, c, scale, mm, prec, inte
             sc = _dot(qq, kk, mm, prec, tb=True) * scale
             w = sc * sc * E
             dv = dv + _dot(w, dnn, mm, prec, ta=True)
-            dW = _dot(dnn, vv, mm, prec, tb=True) + ddd[:, None]
+            dW = _dot(dnn, vv, F32, prec32, tb=True) + ddd[:, None]
+            P = w * dW
+            gq = jnp.sum(P, axis=1)
+            gk = gk + jnp.sum(P, axis=0)
             da = dW * (2.0 * scale) * sc * E
             qb = [q_ref[b, rows, hq, pl.ds(i * TILE, TILE)].astype(F32) for i in range(nb)]
             dq = [_dot(da, kb[i], mm, prec) for i in range(nb)]
@@ -365,19 +375,24 @@ def grads_pass(q, k, v, g, gt, S, z, dS, dz, dn, dd, *, c, scale, mm, prec, inte
             for t, x, y, hf, _ in tiles:
                 dphi = _dot(dnn, s_ref[b, h, n, t, :, :], mm, prec, tb=True) + ddd[:, None] * z_ref[b, h, n, t, :][None, :]
                 A, Bf = _factors(qh[x], qh[y], hf, mm, prec)
+                gq = gq + jnp.sum(A * Bf * dphi, axis=1)
                 go, gi = _phi_transpose(dphi, A, Bf, hf, mm, prec)
                 dqh[x] = dqh[x] + go
                 dqh[y] = dqh[y] + gi
             for i in range(nb):
                 dq_ref[b, rows, hq, pl.ds(i * TILE, TILE)] = dq[i] + dqh[i] * ge
+            gq_ref[b, rows, hq] = gq
         for i in range(nb):
             dk_ref[b, rows, h, pl.ds(i * TILE, TILE)] = dk[i]
         dv_ref[b, rows, h, :] = dv
+        gk_ref[b, rows, h] = gk
 
     out_shape = (
         jax.ShapeDtypeStruct((B, Tp, Hq, d), F32),
         jax.ShapeDtypeStruct((B, Tp, Hk, d), F32),
         jax.ShapeDtypeStruct((B, Tp, Hk, d), F32),
+        jax.ShapeDtypeStruct((B, Tp, Hq), F32),
+        jax.ShapeDtypeStruct((B, Tp, Hk), F32),
     )
     return _call(kernel, out_shape, (n_chunks, B * Hk), (q, k, v, g, gt, S, z, dS, dz, dn, dd,), interpret=interpret,
                  params=_params(*KERNEL_CONFIG["grads"]), poison=poison)
