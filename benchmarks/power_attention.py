@@ -236,7 +236,8 @@ def breakdown(b, t, reps, log):
     dst = jax.jit(lambda q, dn, dd, g, gt: fk.dstate_pass(q, dn, dd, g, gt, c=c, scale=s, value_block=vb,
                                                            state_dtype=mm, mm=mm, prec=prec, interpret=False))
     dS, dz = dst(q, dn, dd, g, gt)
-    gr = jax.jit(lambda *a: fk.grads_pass(*a, c=c, scale=s, mm=mm, prec=prec, interpret=False))
+    gr = jax.jit(lambda *a: fk.grads_pass(*a, c=c, scale=s, mm=mm, prec=prec, prec32=fz._prec32(False),
+                                          interpret=False))
     res = {
         "state": median_time_jax(st, [(k, v, g, gt)], reps),
         "output": median_time_jax(out, [(q, k, v, g, S, z)], reps),
@@ -248,12 +249,62 @@ def breakdown(b, t, reps, log):
     return res
 
 
+def diag(b, t, log):
+    """Compile time and one run time of each fused kernel at one shape (progress logged as it goes)."""
+    import jax
+    import jax.numpy as jnp
+
+    from accumbens.sequence import fused as fz
+    from accumbens.sequence import fused_kernels as fk
+
+    q, k, v, lg, ct = jax_inputs(b, t, 0)
+    c = CHUNK
+    n = t // c
+    mm, prec = fz._config(q.dtype, False)
+    s = 1.0 / math.sqrt(DHEAD)
+    vb = 32 if b * H * fk.n_tiles(DHEAD) < 264 else DHEAD
+    g, gt = jax.jit(lambda lg: fz._prepare_gates(lg, c))(lg)
+
+    def go(name, f, *a):
+        t0 = time.perf_counter()
+        comp = jax.jit(f).lower(*a).compile()
+        t1 = time.perf_counter()
+        out = jax.block_until_ready(comp(*a))
+        t2 = time.perf_counter()
+        out = jax.block_until_ready(comp(*a))
+        t3 = time.perf_counter()
+        log(f"diag {b}x{t} {name}: compile {t1 - t0:.1f}s first run {t2 - t1:.3f}s second run {(t3 - t2) * 1e3:.2f}ms")
+        return out
+
+    for cfg in [(8, 2), (8, 1), (4, 1), (4, 2)]:
+        fk.KERNEL_CONFIG["state"] = cfg
+        fk.KERNEL_CONFIG["dstate"] = cfg
+        S, z = go(f"state{cfg}", lambda k, v, g, gt: fk.state_pass(k, v, g, gt, c=c, n_chunks=n, value_block=vb,
+                                                                     state_dtype=mm, mm=mm, prec=prec, interpret=False),
+                  k, v, g, gt)
+    y, den = go("output", lambda q, k, v, g, S, z: fk.output_pass(q, k, v, g, S, z, c=c, scale=s, mm=mm, prec=prec,
+                                                                  interpret=False), q, k, v, g, S, z)
+    dn = ct.astype(jnp.float32) / den[..., None]
+    dd = -jnp.sum(ct.astype(jnp.float32) * y.astype(jnp.float32), -1) / den
+    for cfg in [(8, 2), (4, 1)]:
+        fk.KERNEL_CONFIG["dstate"] = cfg
+        dS, dz = go(f"dstate{cfg}", lambda q, dn, dd, g, gt: fk.dstate_pass(
+            q, dn, dd, g, gt, c=c, scale=s, value_block=vb, state_dtype=mm, mm=mm, prec=prec, interpret=False),
+            q, dn, dd, g, gt)
+    kw = dict(c=c, mm=mm, prec=prec, interpret=False)
+    go("grads_intra", lambda q, k, v, g, dn, dd: fk.grads_intra(q, k, v, g, dn, dd, scale=s, prec32=fz._prec32(False),
+                                                                **kw), q, k, v, g, dn, dd)
+    go("grads_q", lambda q, g, S, z, dn, dd: fk.grads_query_state(q, g, S, z, dn, dd, scale=s, **kw), q, g, S, z, dn, dd)
+    go("grads_k", lambda k, v, g, gt, dS, dz: fk.grads_key_state(k, v, g, gt, dS, dz, **kw), k, v, g, gt, dS, dz)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "power_attention.json"))
     ap.add_argument("--skip", default="", help="comma list of: fused,chunked,cudnn,package,crosscheck,breakdown")
     ap.add_argument("--shapes", default="", help="e.g. 64x1024,1x65536")
+    ap.add_argument("--diag", default="", help="BxT: compile/run time of each fused kernel, then exit")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     shapes = [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",")] if args.shapes else SHAPES
@@ -266,6 +317,10 @@ def main():
     log(f"jax {jax.__version__} on {device}")
     result = {"device": device, "jax": jax.__version__, "config": dict(heads=H, head_dim=DHEAD, degree=DEG, chunk=CHUNK,
               dtype="bfloat16", gated=True), "rows": []}
+    if args.diag:
+        b, t = (int(x) for x in args.diag.split("x"))
+        diag(b, t, log)
+        return 0
     if "crosscheck" not in skip:
         try:
             result["crosscheck"] = crosscheck(log)

@@ -26,8 +26,9 @@ Kernels (``c`` the chunk, ``N`` the chunk count, ``T = nb(nb+1)/2`` tiles):
   query of every state tile; writes ``y`` and the row normaliser ``den``.
 * ``dstate``  mirror of ``state`` walking the chunks backwards: the gradient of the loss with
   respect to the state after each chunk.
-* ``grads``   grid (N, batch*kv_heads); per chunk: dq, dk, dv from the chunk's attention and
-  from the state tiles and their gradients. The gate gradient needs no kernel (see fused.py).
+* ``grads``   three kernels per chunk: the chunk's own attention (grid (N, batch*kv_heads)),
+  queries through the state tiles (grid (N, batch*q_heads)) and keys/values through the state
+  gradients (grid (N, batch*kv_heads)); their dq, dk, dv and gate sums are added in XLA.
 
 Gates enter as chunk-local cumulative sums ``g`` (float32) and chunk totals ``gt``: queries are
 scaled by ``scale * exp(g/2)``, keys by ``exp((gt - g)/2)``, states decay by ``exp(gt)``.
@@ -48,7 +49,8 @@ NT_FEATS = HALF * TILE  # features per tile
 
 
 # (num_warps, num_stages) per kernel; the benchmark may retune these before tracing.
-KERNEL_CONFIG = {"state": (8, 2), "output": (8, 1), "dstate": (8, 2), "grads": (8, 1)}
+KERNEL_CONFIG = {"state": (8, 2), "output": (8, 1), "dstate": (8, 2), "grads_k": (8, 1), "grads_q": (8, 1),
+                 "grads_intra": (8, 1)}
 
 
 def n_tiles(d: int) -> int:
@@ -304,22 +306,17 @@ def dstate_pass(q, dn, dd, g, gt, *, c, scale, value_block, state_dtype, mm, pre
 # ----------------------------------------------------------------------------------------
 # backward: per-chunk gradients
 # ----------------------------------------------------------------------------------------
-def grads_pass(q, k, v, g, gt, S, z, dS, dz, dn, dd, *, c, scale, mm, prec, prec32, interpret, poison=False):
-    """dq (B,Tp,Hq,d), dk, dv (B,Tp,Hk,d), gq (B,Tp,Hq) and gk (B,Tp,Hk), all float32.
+def grads_key_state(k, v, g, gt, dS, dz, *, c, mm, prec, interpret, poison=False):
+    """Keys/values through the state after their chunk: dk, dv (B,Tp,Hk,d) and gk (B,Tp,Hk), float32.
 
-    ``gq_i = sum_j dL/dw_ij w_ij`` (query i as receiver) and ``gk_j = sum_i dL/dw_ij w_ij`` (key j
-    as sender, summed over the heads sharing it), accumulated in float32 (the chunk's own part
-    with ``prec32`` matmuls); ``dL/dG = sum_heads gq - gk`` (see fused.py).
+    ``gk_j`` is the part of ``sum_i dL/dw_ij w_ij`` (key j as sender) from later chunks.
     """
-    B, Tp, Hq, d = q.shape
-    Hk = k.shape[2]
-    r = Hq // Hk
+    B, Tp, Hk, d = k.shape
     nb = d // TILE
     n_chunks = Tp // c
     tiles = _tiles(nb)
 
-    def kernel(q_ref, k_ref, v_ref, g_ref, gt_ref, s_ref, z_ref, ds_ref, dz_ref, dn_ref, dd_ref,
-               dq_ref, dk_ref, dv_ref, gq_ref, gk_ref):
+    def kernel(k_ref, v_ref, g_ref, gt_ref, ds_ref, dz_ref, dk_ref, dv_ref, gk_ref):
         n = pl.program_id(0)
         bh = pl.program_id(1)
         b = bh // Hk
@@ -327,63 +324,116 @@ def grads_pass(q, k, v, g, gt, S, z, dS, dz, dn, dd, *, c, scale, mm, prec, prec
         rows = pl.ds(n * c, c)
         gg = g_ref[b, rows, h]
         gtn = gt_ref[b, n, h]
-        kk = k_ref[b, rows, h, :]
         vv = v_ref[b, rows, h, :]
         ek = jnp.exp((gtn - gg) * 0.5)[:, None]
-        kb = [k_ref[b, rows, h, pl.ds(i * TILE, TILE)].astype(F32) for i in range(nb)]
-        kh = [x_ * ek for x_ in kb]
-        # --- keys/values through the state after this chunk ---
+        kh = [k_ref[b, rows, h, pl.ds(i * TILE, TILE)].astype(F32) * ek for i in range(nb)]
         dkh = [jnp.zeros((c, TILE), F32) for _ in range(nb)]
         dv = jnp.zeros((c, d), F32)
         gk = jnp.zeros((c,), F32)
         for t, x, y, hf, m in tiles:
             A, Bf = _factors(kh[x], kh[y], hf, mm, prec)
-            phik = A * Bf * m
+            phik = A * Bf
             dSt = ds_ref[b, h, n, t, :, :]
-            dv = dv + _dot(phik, dSt, mm, prec)
-            dphi = (_dot(vv, dSt, mm, prec, tb=True) + dz_ref[b, h, n, t, :][None, :]) * m
-            gk = gk + jnp.sum(phik * dphi, axis=1) / m
-            go, gi = _phi_transpose(dphi, A, Bf, hf, mm, prec)
+            dv = dv + _dot(phik * m, dSt, mm, prec)
+            dphi = _dot(vv, dSt, mm, prec, tb=True) + dz_ref[b, h, n, t, :][None, :]
+            gk = gk + jnp.sum(phik * dphi, axis=1) * m
+            go, gi = _phi_transpose(dphi * m, A, Bf, hf, mm, prec)
             dkh[x] = dkh[x] + go
             dkh[y] = dkh[y] + gi
-        dk = [dkh[i] * ek for i in range(nb)]
+        for i in range(nb):
+            dk_ref[b, rows, h, pl.ds(i * TILE, TILE)] = dkh[i] * ek
+        dv_ref[b, rows, h, :] = dv
+        gk_ref[b, rows, h] = gk
+
+    out_shape = (
+        jax.ShapeDtypeStruct((B, Tp, Hk, d), F32),
+        jax.ShapeDtypeStruct((B, Tp, Hk, d), F32),
+        jax.ShapeDtypeStruct((B, Tp, Hk), F32),
+    )
+    return _call(kernel, out_shape, (n_chunks, B * Hk), (k, v, g, gt, dS, dz), interpret=interpret,
+                 params=_params(*KERNEL_CONFIG["grads_k"]), poison=poison)
+
+
+def grads_query_state(q, g, S, z, dn, dd, *, c, scale, mm, prec, interpret, poison=False):
+    """Queries through the state before their chunk: dq (B,Tp,Hq,d) and gq (B,Tp,Hq), float32.
+
+    ``gq_i`` is the part of ``sum_j dL/dw_ij w_ij`` (query i as receiver) from earlier chunks.
+    """
+    B, Tp, Hq, d = q.shape
+    Hk = g.shape[2]
+    r = Hq // Hk
+    nb = d // TILE
+    n_chunks = Tp // c
+    tiles = _tiles(nb)
+
+    def kernel(q_ref, g_ref, s_ref, z_ref, dn_ref, dd_ref, dq_ref, gq_ref):
+        n = pl.program_id(0)
+        bh = pl.program_id(1)
+        b = bh // Hq
+        hq = bh % Hq
+        h = hq // r
+        rows = pl.ds(n * c, c)
+        gg = g_ref[b, rows, h]
+        ge = (scale * jnp.exp(gg * 0.5))[:, None]
+        qh = [q_ref[b, rows, hq, pl.ds(i * TILE, TILE)].astype(F32) * ge for i in range(nb)]
+        dnn = dn_ref[b, rows, hq, :]
+        ddd = dd_ref[b, rows, hq]
+        dqh = [jnp.zeros((c, TILE), F32) for _ in range(nb)]
+        gq = jnp.zeros((c,), F32)
+        for t, x, y, hf, _ in tiles:
+            dphi = _dot(dnn, s_ref[b, h, n, t, :, :], mm, prec, tb=True) + ddd[:, None] * z_ref[b, h, n, t, :][None, :]
+            A, Bf = _factors(qh[x], qh[y], hf, mm, prec)
+            gq = gq + jnp.sum(A * Bf * dphi, axis=1)
+            go, gi = _phi_transpose(dphi, A, Bf, hf, mm, prec)
+            dqh[x] = dqh[x] + go
+            dqh[y] = dqh[y] + gi
+        for i in range(nb):
+            dq_ref[b, rows, hq, pl.ds(i * TILE, TILE)] = dqh[i] * ge
+        gq_ref[b, rows, hq] = gq
+
+    out_shape = (jax.ShapeDtypeStruct((B, Tp, Hq, d), F32), jax.ShapeDtypeStruct((B, Tp, Hq), F32))
+    return _call(kernel, out_shape, (n_chunks, B * Hq), (q, g, S, z, dn, dd), interpret=interpret,
+                 params=_params(*KERNEL_CONFIG["grads_q"]), poison=poison)
+
+
+def grads_intra(q, k, v, g, dn, dd, *, c, scale, mm, prec, prec32, interpret, poison=False):
+    """The chunk's own c x c attention: dq (B,Tp,Hq,d), dk, dv (B,Tp,Hk,d), gq (B,Tp,Hq), gk (B,Tp,Hk)."""
+    B, Tp, Hq, d = q.shape
+    Hk = k.shape[2]
+    r = Hq // Hk
+    n_chunks = Tp // c
+
+    def kernel(q_ref, k_ref, v_ref, g_ref, dn_ref, dd_ref, dq_ref, dk_ref, dv_ref, gq_ref, gk_ref):
+        n = pl.program_id(0)
+        bh = pl.program_id(1)
+        b = bh // Hk
+        h = bh % Hk
+        rows = pl.ds(n * c, c)
+        gg = g_ref[b, rows, h]
+        kk = k_ref[b, rows, h, :]
+        vv = v_ref[b, rows, h, :]
         ri = jax.lax.broadcasted_iota(jnp.int32, (c, c), 0)
         ci = jax.lax.broadcasted_iota(jnp.int32, (c, c), 1)
         E = jnp.exp(jnp.where(ri >= ci, gg[:, None] - gg[None, :], -jnp.inf))
-        ge = (scale * jnp.exp(gg * 0.5))[:, None]
+        dk = jnp.zeros((c, d), F32)
+        dv = jnp.zeros((c, d), F32)
+        gk = jnp.zeros((c,), F32)
         for j in range(r):
             hq = h * r + j
             qq = q_ref[b, rows, hq, :]
             dnn = dn_ref[b, rows, hq, :]
             ddd = dd_ref[b, rows, hq]
-            # --- inside the chunk ---
             sc = _dot(qq, kk, mm, prec, tb=True) * scale
             w = sc * sc * E
             dv = dv + _dot(w, dnn, mm, prec, ta=True)
             dW = _dot(dnn, vv, F32, prec32, tb=True) + ddd[:, None]
             P = w * dW
-            gq = jnp.sum(P, axis=1)
+            gq_ref[b, rows, hq] = jnp.sum(P, axis=1)
             gk = gk + jnp.sum(P, axis=0)
             da = dW * (2.0 * scale) * sc * E
-            qb = [q_ref[b, rows, hq, pl.ds(i * TILE, TILE)].astype(F32) for i in range(nb)]
-            dq = [_dot(da, kb[i], mm, prec) for i in range(nb)]
-            for i in range(nb):
-                dk[i] = dk[i] + _dot(da, qb[i], mm, prec, ta=True)
-            # --- queries through the state before this chunk ---
-            qh = [x_ * ge for x_ in qb]
-            dqh = [jnp.zeros((c, TILE), F32) for _ in range(nb)]
-            for t, x, y, hf, _ in tiles:
-                dphi = _dot(dnn, s_ref[b, h, n, t, :, :], mm, prec, tb=True) + ddd[:, None] * z_ref[b, h, n, t, :][None, :]
-                A, Bf = _factors(qh[x], qh[y], hf, mm, prec)
-                gq = gq + jnp.sum(A * Bf * dphi, axis=1)
-                go, gi = _phi_transpose(dphi, A, Bf, hf, mm, prec)
-                dqh[x] = dqh[x] + go
-                dqh[y] = dqh[y] + gi
-            for i in range(nb):
-                dq_ref[b, rows, hq, pl.ds(i * TILE, TILE)] = dq[i] + dqh[i] * ge
-            gq_ref[b, rows, hq] = gq
-        for i in range(nb):
-            dk_ref[b, rows, h, pl.ds(i * TILE, TILE)] = dk[i]
+            dq_ref[b, rows, hq, :] = _dot(da, kk, mm, prec)
+            dk = dk + _dot(da, qq, mm, prec, ta=True)
+        dk_ref[b, rows, h, :] = dk
         dv_ref[b, rows, h, :] = dv
         gk_ref[b, rows, h] = gk
 
@@ -394,5 +444,19 @@ def grads_pass(q, k, v, g, gt, S, z, dS, dz, dn, dd, *, c, scale, mm, prec, prec
         jax.ShapeDtypeStruct((B, Tp, Hq), F32),
         jax.ShapeDtypeStruct((B, Tp, Hk), F32),
     )
-    return _call(kernel, out_shape, (n_chunks, B * Hk), (q, k, v, g, gt, S, z, dS, dz, dn, dd,), interpret=interpret,
-                 params=_params(*KERNEL_CONFIG["grads"]), poison=poison)
+    return _call(kernel, out_shape, (n_chunks, B * Hk), (q, k, v, g, dn, dd), interpret=interpret,
+                 params=_params(*KERNEL_CONFIG["grads_intra"]), poison=poison)
+
+
+def grads_pass(q, k, v, g, gt, S, z, dS, dz, dn, dd, *, c, scale, mm, prec, prec32, interpret, poison=False):
+    """dq (B,Tp,Hq,d), dk, dv (B,Tp,Hk,d), gq (B,Tp,Hq) and gk (B,Tp,Hk), all float32: the sums of
+    the three gradient kernels (chunk-internal attention, queries via states, keys via states).
+
+    ``gq_i = sum_j dL/dw_ij w_ij`` (query i as receiver) and ``gk_j = sum_i dL/dw_ij w_ij`` (key j
+    as sender, summed over the heads sharing it); ``dL/dG = sum_heads gq - gk`` (see fused.py).
+    """
+    kw = dict(c=c, mm=mm, prec=prec, interpret=interpret, poison=poison)
+    dq_i, dk_i, dv_i, gq_i, gk_i = grads_intra(q, k, v, g, dn, dd, scale=scale, prec32=prec32, **kw)
+    dq_s, gq_s = grads_query_state(q, g, S, z, dn, dd, scale=scale, **kw)
+    dk_s, dv_s, gk_s = grads_key_state(k, v, g, gt, dS, dz, **kw)
+    return dq_i + dq_s, dk_i + dk_s, dv_i + dv_s, gq_i + gq_s, gk_i + gk_s
