@@ -1,4 +1,6 @@
 """Rainbow / C51: projection and loss against float64 NumPy, noisy layers, switches, configs, CartPole."""
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -101,6 +103,26 @@ def test_projection_random_batches_match_numpy_and_keep_mass(num_atoms, vmax):
     assert got.min() >= 0.0
 
 
+def _make(network, optimizer, **kwargs):
+    """`make_rainbow` with `init`, `act` and `update` jitted: one compile instead of many eager ops."""
+    agent = rainbow.make_rainbow(network, optimizer, **kwargs)
+    return agent._replace(
+        init=jax.jit(agent.init, static_argnums=(1, 2)),
+        act=jax.jit(agent.act, static_argnums=3),
+        update=jax.jit(agent.update),
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted_apply(module):
+    return jax.jit(module.apply, static_argnames="deterministic")
+
+
+def _apply(module, *args, **kwargs):
+    """`module.apply`, jitted once per module (eager applies compile every op separately)."""
+    return _jitted_apply(module)(*args, **kwargs)
+
+
 # ----- the update against NumPy ----------------------------------------------------------
 class LinearDistribution(nn.Module):
     """A tiny RainbowNetwork on a linear torso, so the loss can be recomputed by hand."""
@@ -160,7 +182,7 @@ def _batch(rng, n=16, obs_dim=4):
 @pytest.mark.parametrize("double", [False, True])
 def test_update_loss_and_priorities_match_numpy(double):
     net = LinearDistribution()
-    agent = rainbow.make_rainbow(net, optax.sgd(0.1), double_dqn=double, target_update_period=1000, update_period=1)
+    agent = _make(net, optax.sgd(0.1), double_dqn=double, target_update_period=1000, update_period=1)
     state = agent.init(jax.random.PRNGKey(0), (4, 1), 3)
     state = state.replace(target_params=jax.tree.map(lambda p: p * 0.5 + 0.3, state.params), env_steps=jnp.int32(500))
     batch = _batch(np.random.default_rng(3))
@@ -180,7 +202,7 @@ def test_double_dqn_changes_the_target_only_through_action_selection():
     batch = _batch(np.random.default_rng(4), n=64)
     losses = {}
     for double in (False, True):
-        agent = rainbow.make_rainbow(net, optax.sgd(0.1), double_dqn=double, target_update_period=1000, update_period=1)
+        agent = _make(net, optax.sgd(0.1), double_dqn=double, target_update_period=1000, update_period=1)
         state = agent.init(jax.random.PRNGKey(0), (4, 1), 3)
         shifted = state.replace(target_params=jax.tree.map(lambda p: -p, state.params), env_steps=jnp.int32(500))
         losses[double] = float(agent.update(shifted, batch, jax.random.PRNGKey(1))[1]["loss"])
@@ -197,17 +219,17 @@ def _net(**kwargs):
 
 
 def _init(net, shape=(4, 1)):
-    return net.init({"params": jax.random.PRNGKey(0), "noise": jax.random.PRNGKey(1)}, jnp.zeros(shape))
+    return jax.jit(net.init)({"params": jax.random.PRNGKey(0), "noise": jax.random.PRNGKey(1)}, jnp.zeros(shape))
 
 
 def test_noisy_dense_noise_follows_the_key_and_is_off_when_deterministic():
     layer = networks.NoisyDense(5, sigma_zero=0.5)
     x = jnp.asarray(np.random.default_rng(0).normal(size=(3, 4)), jnp.float32)
-    params = layer.init({"params": jax.random.PRNGKey(0), "noise": jax.random.PRNGKey(0)}, x)
-    y1 = layer.apply(params, x, rngs={"noise": jax.random.PRNGKey(1)})
-    y1_again = layer.apply(params, x, rngs={"noise": jax.random.PRNGKey(1)})
-    y2 = layer.apply(params, x, rngs={"noise": jax.random.PRNGKey(2)})
-    mean = layer.apply(params, x, deterministic=True)
+    params = jax.jit(layer.init)({"params": jax.random.PRNGKey(0), "noise": jax.random.PRNGKey(0)}, x)
+    y1 = _apply(layer, params, x, rngs={"noise": jax.random.PRNGKey(1)})
+    y1_again = _apply(layer, params, x, rngs={"noise": jax.random.PRNGKey(1)})
+    y2 = _apply(layer, params, x, rngs={"noise": jax.random.PRNGKey(2)})
+    mean = _apply(layer, params, x, deterministic=True)
     np.testing.assert_array_equal(y1, y1_again)
     assert not np.allclose(y1, y2)
     p = params["params"]
@@ -215,8 +237,8 @@ def test_noisy_dense_noise_follows_the_key_and_is_off_when_deterministic():
     # factorised noise: read the effective weights off basis inputs; W - W_mu = W_sigma * f_in f_out^T
     # with the same f_out as the bias noise b - b_mu = b_sigma * f_out
     noise = {"noise": jax.random.PRNGKey(1)}
-    b_eff = np.asarray(layer.apply(params, jnp.zeros((1, 4)), rngs=noise))[0]
-    w_eff = np.asarray(layer.apply(params, jnp.eye(4), rngs=noise)) - b_eff
+    b_eff = np.asarray(_apply(layer, params, jnp.zeros((1, 4)), rngs=noise))[0]
+    w_eff = np.asarray(_apply(layer, params, jnp.eye(4), rngs=noise)) - b_eff
     f_out = (b_eff - np.asarray(p["bias_mu"])) / np.asarray(p["bias_sigma"])
     outer = (w_eff - np.asarray(p["kernel_mu"])) / np.asarray(p["kernel_sigma"])
     f_in = outer[:, 0] / f_out[0]
@@ -227,7 +249,7 @@ def test_noisy_dense_noise_follows_the_key_and_is_off_when_deterministic():
 
 def test_noisy_agent_acts_with_key_dependent_noise_in_training_and_none_in_eval():
     net = _net(noisy=True, num_actions=4)
-    agent = rainbow.make_rainbow(net, optax.sgd(0.1), noisy_epsilon=0.0, epsilon_eval=0.0)
+    agent = _make(net, optax.sgd(0.1), noisy_epsilon=0.0, epsilon_eval=0.0)
     state = agent.init(jax.random.PRNGKey(0), (4, 1), 4)
     # make sigma large so that noise dominates the greedy action
     state = state.replace(params=jax.tree_util.tree_map_with_path(
@@ -237,18 +259,18 @@ def test_noisy_agent_acts_with_key_dependent_noise_in_training_and_none_in_eval(
     assert any(not np.array_equal(train_a[0], a) for a in train_a[1:])
     np.testing.assert_array_equal(train_a[0], agent.act(state, obs, jax.random.PRNGKey(0), True))
     eval_a = [np.asarray(agent.act(state, obs, jax.random.PRNGKey(k), False)) for k in range(4)]
-    mean_q = net.apply(state.params, obs, deterministic=True).q_values
+    mean_q = _apply(net, state.params, obs, deterministic=True).q_values
     for a in eval_a:
         np.testing.assert_array_equal(a, np.argmax(mean_q, -1))
     # keeping the noise in evaluation when configured
-    noisy_eval = rainbow.make_rainbow(net, optax.sgd(0.1), noise_off_in_eval=False, epsilon_eval=0.0)
+    noisy_eval = _make(net, optax.sgd(0.1), noise_off_in_eval=False, epsilon_eval=0.0)
     kept = [np.asarray(noisy_eval.act(state, obs, jax.random.PRNGKey(k), False)) for k in range(4)]
     assert any(not np.array_equal(kept[0], a) for a in kept[1:])
 
 
 def test_noisy_update_uses_its_key():
     net = _net(noisy=True)
-    agent = rainbow.make_rainbow(net, optax.sgd(0.1), double_dqn=True, update_period=1)
+    agent = _make(net, optax.sgd(0.1), double_dqn=True, update_period=1)
     state = agent.init(jax.random.PRNGKey(0), (4, 1), 3)
     batch = _batch(np.random.default_rng(5))
     l1 = agent.update(state, batch, jax.random.PRNGKey(1))[1]["loss"]
@@ -262,7 +284,7 @@ def test_dueling_head_is_value_plus_centred_advantage():
     params = _init(net)
     assert set(params["params"]) == {"torso", "advantage", "value"}
     x = jnp.asarray(np.random.default_rng(0).normal(size=(5, 4, 1)), jnp.float32)
-    out = net.apply(params, x)
+    out = _apply(net, params, x)
     h = networks.MLP(hidden_units=(8,)).apply({"params": params["params"]["torso"]}, x)
     p = params["params"]
     adv = (h @ p["advantage"]["kernel"] + p["advantage"]["bias"]).reshape(5, 3, 7)
@@ -278,8 +300,8 @@ def test_network_shapes_single_batched_and_hidden_layers():
     net = _net(noisy=True, dueling=True, hidden_units=(16,))
     params = _init(net)
     assert "hidden_0" in params["params"] and "kernel_sigma" in params["params"]["hidden_0"]
-    single = net.apply(params, jnp.zeros((4, 1)), rngs={"noise": jax.random.PRNGKey(0)})
-    batched = net.apply(params, jnp.zeros((6, 4, 1)), deterministic=True)
+    single = _apply(net, params, jnp.zeros((4, 1)), rngs={"noise": jax.random.PRNGKey(0)})
+    batched = _apply(net, params, jnp.zeros((6, 4, 1)), deterministic=True)
     assert single.q_values.shape == (3,) and single.logits.shape == (3, 7)
     assert batched.q_values.shape == (6, 3) and batched.probabilities.shape == (6, 3, 7)
 
@@ -289,18 +311,18 @@ def test_every_switch_off_is_c51():
     net = _net()
     params = _init(net)
     assert all("sigma" not in jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(params))
-    agent = rainbow.make_rainbow(net, optax.sgd(0.1), update_period=1, target_update_period=1000)
+    agent = _make(net, optax.sgd(0.1), update_period=1, target_update_period=1000)
     state = agent.init(jax.random.PRNGKey(0), (4, 1), 3)
     state = state.replace(target_params=jax.tree.map(lambda p: p * 0.7 - 0.1, state.params), env_steps=jnp.int32(5))
     batch = _batch(np.random.default_rng(6))
     # C51 by hand (Bellemare et al. 2017, Algorithm 1) in float64
-    out_t = net.apply(state.target_params, batch.next_observation)
+    out_t = _apply(net, state.target_params, batch.next_observation)
     probs, q = np.asarray(out_t.probabilities, np.float64), np.asarray(out_t.q_values, np.float64)
     best = q.argmax(1)
     support = np.linspace(-5.0, 5.0, 7)
     atoms = batch.reward[:, None].astype(np.float64) + batch.discount[:, None] * support
     target = numpy_projection(atoms, probs[np.arange(16), best], support)
-    logits = np.asarray(net.apply(state.params, batch.observation).logits, np.float64)[np.arange(16), batch.action]
+    logits = np.asarray(_apply(net, state.params, batch.observation).logits, np.float64)[np.arange(16), batch.action]
     log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     want = np.mean(batch.weight * -(target * log_p).sum(-1))
     assert float(agent.update(state, batch, jax.random.PRNGKey(9))[1]["loss"]) == pytest.approx(want, rel=1e-5)
@@ -313,13 +335,13 @@ def test_every_switch_off_is_c51():
 def test_training_epsilon_schedule_and_noisy_epsilon():
     obs = jnp.zeros((256, 4, 1))
     net = _net(num_actions=4)
-    plain = rainbow.make_rainbow(net, optax.sgd(0.1), epsilon_train=0.0, epsilon_decay_period=10, epsilon_warmup_steps=100)
+    plain = _make(net, optax.sgd(0.1), epsilon_train=0.0, epsilon_decay_period=10, epsilon_warmup_steps=100)
     state = plain.init(jax.random.PRNGKey(0), (4, 1), 4)
     warm = np.asarray(plain.act(state, obs, jax.random.PRNGKey(1), True))  # epsilon 1 during warm-up
     assert len(np.unique(warm)) == 4
     late = np.asarray(plain.act(state.replace(env_steps=jnp.int32(1000)), obs, jax.random.PRNGKey(1), True))
     assert len(np.unique(late)) == 1  # epsilon 0 after the decay: greedy
-    noisy = rainbow.make_rainbow(_net(num_actions=4, noisy=True), optax.sgd(0.1), epsilon_warmup_steps=100)
+    noisy = _make(_net(num_actions=4, noisy=True), optax.sgd(0.1), epsilon_warmup_steps=100)
     nstate = noisy.init(jax.random.PRNGKey(0), (4, 1), 4)
     acts = np.asarray(noisy.act(nstate, obs, jax.random.PRNGKey(1), True))  # noisy epsilon 0 even in warm-up
     assert len(np.unique(acts)) == 1
