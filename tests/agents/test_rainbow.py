@@ -10,6 +10,7 @@ import pytest
 
 from accumbens import train
 from accumbens.agents import networks, rainbow
+from accumbens.replay import PrioritizedReplayBuffer
 from accumbens.replay.batch import Batch
 from accumbens.runners.runner import Runner
 
@@ -364,17 +365,23 @@ TINY_ATARI = ["Runner.training_steps = 60", "Runner.evaluation_steps = 20", "Run
 
 
 @pytest.mark.parametrize(
-    "gin_file,extra",
+    "gin_file,extra,switches",
     [
-        ("rainbow/minatar", ["Runner.training_steps = 300", "Runner.evaluation_steps = 100", "RainbowAgent.min_replay_history = 100", "PrioritizedReplayBuffer.capacity = 1000"]),
-        ("rainbow/atari", TINY_ATARI + ["PrioritizedReplayBuffer.capacity = 1000"]),
-        ("c51/atari", TINY_ATARI + ["ReplayBuffer.capacity = 1000"]),
-        ("der/atari100k", TINY_ATARI + ["PrioritizedReplayBuffer.capacity = 1000"]),
+        ("rainbow/minatar", ["Runner.training_steps = 300", "Runner.evaluation_steps = 100", "RainbowAgent.min_replay_history = 100", "PrioritizedReplayBuffer.capacity = 1000"], (True, True, True, True)),
+        ("rainbow/atari", TINY_ATARI + ["PrioritizedReplayBuffer.capacity = 1000"], (False, False, False, True)),
+        ("c51/atari", TINY_ATARI + ["ReplayBuffer.capacity = 1000"], (False, False, False, False)),
+        ("der/atari100k", TINY_ATARI + ["PrioritizedReplayBuffer.capacity = 1000"], (True, True, True, True)),
     ],
 )
-def test_packaged_rainbow_config_runs_an_iteration(tmp_path, gin_file, extra):
+def test_packaged_rainbow_config_runs_an_iteration(tmp_path, gin_file, extra, switches):
     runner = _runner(tmp_path, gin_file, ["Runner.num_iterations = 1", *extra])
+    agent = runner.agent
+    assert isinstance(agent, rainbow.RainbowAgent)
+    assert (agent.double_dqn, agent.dueling, agent.noisy, isinstance(agent.replay, PrioritizedReplayBuffer)) == switches
     records = runner.run_experiment()
+    if switches[3]:  # the agent's priorities reached the tree: masses are no longer all the initial 1.0
+        masses = agent.replay.sum_tree.get(np.arange(len(agent.replay)))
+        assert len(np.unique(masses[masses > 0])) > 1
     assert len(records) == 1
     record = records[0]
     assert record["train_steps"] >= 1 and record["eval_steps"] >= 1
