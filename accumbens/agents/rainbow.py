@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional, Sequence
 
+import chex
 import flax.linen as nn
 import gin
 import jax
@@ -168,6 +169,8 @@ def make_rainbow(
         return jnp.mean(batch.weight * per_sample), (per_sample, chosen_q)
 
     def update(state: DQNState, batch: Batch, rng: PRNGKey) -> tuple[DQNState, dict]:
+        chex.assert_rank([batch.action, batch.reward, batch.discount, batch.weight], 1)
+        chex.assert_equal_shape([batch.action, batch.reward, batch.discount, batch.weight])
         online_key, target_key, select_key = jax.random.split(rng, 3)
         next_target = apply(state.target_params, batch.next_observation, target_key)
         if double_dqn:

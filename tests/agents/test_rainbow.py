@@ -389,6 +389,23 @@ def test_packaged_rainbow_config_runs_an_iteration(tmp_path, gin_file, extra, sw
     assert (tmp_path / "checkpoints" / "ckpt-000000" / "manifest.json").exists()
 
 
+@pytest.mark.parametrize(
+    "gin_file,expected",
+    [
+        ("rainbow/atari_full", dict(double_dqn=True, dueling=True, noisy=True, noisy_sigma_zero=0.1, hidden_units=(512,), update_horizon=3, replay_scheme="prioritized")),
+        ("rainbow/cartpole", dict(double_dqn=True, dueling=True, noisy=True, num_atoms=51, vmax=100.0, update_horizon=3, replay_scheme="prioritized")),
+        ("c51/atari", dict(double_dqn=False, dueling=False, noisy=False, num_atoms=51, vmax=10.0, update_horizon=1, replay_scheme="uniform")),
+    ],
+)
+def test_config_bindings(gin_file, expected):
+    import gin
+
+    train.parse_config([gin_file], [])
+    for name, value in expected.items():
+        assert gin.query_parameter(f"RainbowAgent.{name}") == value, name
+    assert gin.query_parameter("create_agent.agent_name") == "rainbow"
+
+
 def test_rainbow_learns_cartpole(tmp_path):
     """Full Rainbow: mean evaluation return >= 195 within 30 iterations of 1000 steps (a few minutes on 2 cores)."""
     runner = _runner(tmp_path, "rainbow/cartpole", [])
