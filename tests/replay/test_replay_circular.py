@@ -288,3 +288,17 @@ def test_create_replay_through_gin():
         assert (buffer.capacity, buffer.alpha, buffer.stratified) == (77, 0.6, False)
     finally:
         gin.clear_config()
+
+
+def test_float_observations_cartpole_like():
+    buffer = ReplayBuffer(50, (4,), np.float32, stack_size=2, update_horizon=2, gamma=0.5)
+    reference = NaiveReplay(50, (4,), 2, 2, 0.5, dtype=np.float32)
+    rng = np.random.default_rng(0)
+    for t in range(120):
+        end = t % 9 == 8
+        kwargs = dict(observation=rng.normal(size=4), action=t % 2, reward=1.0,
+                      terminated=end and t % 2 == 0, truncated=end and t % 2 == 1,
+                      final_observation=rng.normal(size=4) if end else None)
+        buffer.add(**kwargs)  # float64 observations are cast to the float32 storage
+        reference.add(**kwargs)
+    assert_matches_reference(buffer, reference)
