@@ -249,7 +249,7 @@ def breakdown(b, t, reps, log):
     return res
 
 
-def diag(b, t, log):
+def diag(b, t, log, state_only=False):
     """Compile time and one run time of each fused kernel at one shape (progress logged as it goes)."""
     import jax
     import jax.numpy as jnp
@@ -276,7 +276,7 @@ def diag(b, t, log):
         log(f"diag {b}x{t} {name}: compile {t1 - t0:.1f}s first run {t2 - t1:.3f}s second run {(t3 - t2) * 1e3:.2f}ms")
         return out
 
-    for cfg in [(8, 2), (8, 1), (4, 1), (4, 2)]:
+    for cfg in [(8, 2)] if state_only else [(8, 2), (8, 1), (4, 1), (4, 2)]:
         fk.KERNEL_CONFIG["state"] = cfg
         fk.KERNEL_CONFIG["dstate"] = cfg
         S, z = go(f"state{cfg}", lambda k, v, g, gt: fk.state_pass(k, v, g, gt, c=c, n_chunks=n, value_block=vb,
@@ -286,6 +286,13 @@ def diag(b, t, log):
                                                                   interpret=False), q, k, v, g, S, z)
     dn = ct.astype(jnp.float32) / den[..., None]
     dd = -jnp.sum(ct.astype(jnp.float32) * y.astype(jnp.float32), -1) / den
+    if state_only:
+        dn = ct.astype(jnp.float32)
+        dd = jnp.sum(dn, -1)
+        go("dstate(8, 2)", lambda q, dn, dd, g, gt: fk.dstate_pass(
+            q, dn, dd, g, gt, c=c, scale=s, value_block=vb, state_dtype=mm, mm=mm, prec=prec, interpret=False),
+            q, dn, dd, g, gt)
+        return
     for cfg in [(8, 2), (4, 1)]:
         fk.KERNEL_CONFIG["dstate"] = cfg
         dS, dz = go(f"dstate{cfg}", lambda q, dn, dd, g, gt: fk.dstate_pass(
@@ -305,6 +312,7 @@ def main():
     ap.add_argument("--skip", default="", help="comma list of: fused,chunked,cudnn,package,crosscheck,breakdown")
     ap.add_argument("--shapes", default="", help="e.g. 64x1024,1x65536")
     ap.add_argument("--diag", default="", help="BxT: compile/run time of each fused kernel, then exit")
+    ap.add_argument("--diag-state-only", action="store_true")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     shapes = [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",")] if args.shapes else SHAPES
@@ -319,7 +327,7 @@ def main():
               dtype="bfloat16", gated=True), "rows": []}
     if args.diag:
         b, t = (int(x) for x in args.diag.split("x"))
-        diag(b, t, log)
+        diag(b, t, log, state_only=args.diag_state_only)
         return 0
     if "crosscheck" not in skip:
         try:

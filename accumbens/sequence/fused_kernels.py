@@ -97,6 +97,16 @@ def _factors(xo, xi, h, mm, prec):
     return _dot(xo, _sel_outer(h, mm), mm, prec), _dot(xi, _sel_inner(mm), mm, prec)
 
 
+def _factors_t(xo, xi, h, mm, prec):
+    """Transposed (128, c) factors of a feature tile, made directly (no transpose of a big tile):
+    ``E^T @ x^T`` as a product whose second operand is the small (c, 16) block."""
+    f = jax.lax.broadcasted_iota(jnp.int32, (NT_FEATS, TILE), 0)
+    a = jax.lax.broadcasted_iota(jnp.int32, (NT_FEATS, TILE), 1)
+    eo = (a == HALF * h + f // TILE).astype(mm)
+    ei = (a == f % TILE).astype(mm)
+    return _dot(eo, xo, mm, prec, tb=True), _dot(ei, xi, mm, prec, tb=True)
+
+
 def _phi_transpose(dphi, A, B, h, mm, prec):
     """Gradient w.r.t. the (c,16) blocks xo, xi of the tile A*B given ``dphi`` (c,128)."""
     go = _dot(dphi * B, _sel_outer(h, mm), mm, prec, tb=True)
@@ -148,12 +158,12 @@ def state_pass(k, v, g, gt, *, c, n_chunks, value_block, state_dtype, mm, prec, 
                 e = jnp.exp((gtn - gg) * 0.5)[:, None]
                 ko = k_ref[b, rows, h, pl.ds(x * TILE, TILE)].astype(F32) * e
                 ki = k_ref[b, rows, h, pl.ds(y * TILE, TILE)].astype(F32) * e
-                A, Bf = _factors(ko, ki, hf, mm, prec)
-                phi = A * Bf * m
+                At, Bt = _factors_t(ko, ki, hf, mm, prec)
+                phit = At * Bt * m  # (128, c): the tile, transposed
                 vv = v_ref[b, rows, h, pl.ds(vb * bv, bv)]
                 dec = jnp.exp(gtn)
-                S = S * dec + _dot(phi, vv, mm, prec, ta=True)
-                z = z * dec + jnp.sum(phi, axis=0)
+                S = S * dec + _dot(phit, vv, mm, prec)
+                z = z * dec + jnp.sum(phit, axis=1)
                 return S, z
 
             jax.lax.fori_loop(0, n_chunks, body, (jnp.zeros((NT_FEATS, bv), F32), jnp.zeros((NT_FEATS,), F32)))
@@ -286,11 +296,11 @@ def dstate_pass(q, dn, dd, g, gt, *, c, scale, value_block, state_dtype, mm, pre
                     hq = h * r + j
                     qo = q_ref[b, rows, hq, pl.ds(x * TILE, TILE)].astype(F32) * ge
                     qi = q_ref[b, rows, hq, pl.ds(y * TILE, TILE)].astype(F32) * ge
-                    A, Bf = _factors(qo, qi, hf, mm, prec)
-                    phi = A * Bf
+                    At, Bt = _factors_t(qo, qi, hf, mm, prec)
+                    phit = At * Bt  # (128, c)
                     dnv = dn_ref[b, rows, hq, pl.ds(vb * bv, bv)]
-                    dS = dS + _dot(phi, dnv, mm, prec, ta=True)
-                    dz = dz + jnp.sum(phi * dd_ref[b, rows, hq][:, None], axis=0)
+                    dS = dS + _dot(phit, dnv, mm, prec)
+                    dz = dz + jnp.sum(phit * dd_ref[b, rows, hq][None, :], axis=1)
                 return dS, dz
 
             jax.lax.fori_loop(0, n_chunks, body, (jnp.zeros((NT_FEATS, bv), F32), jnp.zeros((NT_FEATS,), F32)))
@@ -415,6 +425,7 @@ def grads_intra(q, k, v, g, dn, dd, *, c, scale, mm, prec, prec32, interpret, po
         ri = jax.lax.broadcasted_iota(jnp.int32, (c, c), 0)
         ci = jax.lax.broadcasted_iota(jnp.int32, (c, c), 1)
         E = jnp.exp(jnp.where(ri >= ci, gg[:, None] - gg[None, :], -jnp.inf))
+        Et = jnp.exp(jnp.where(ci >= ri, gg[None, :] - gg[:, None], -jnp.inf))  # E transposed
         dk = jnp.zeros((c, d), F32)
         dv = jnp.zeros((c, d), F32)
         gk = jnp.zeros((c,), F32)
@@ -423,16 +434,20 @@ def grads_intra(q, k, v, g, dn, dd, *, c, scale, mm, prec, prec32, interpret, po
             qq = q_ref[b, rows, hq, :]
             dnn = dn_ref[b, rows, hq, :]
             ddd = dd_ref[b, rows, hq]
+            # query side (rows = queries)
             sc = _dot(qq, kk, mm, prec, tb=True) * scale
             w = sc * sc * E
-            dv = dv + _dot(w, dnn, mm, prec, ta=True)
             dW = _dot(dnn, vv, F32, prec32, tb=True) + ddd[:, None]
-            P = w * dW
-            gq_ref[b, rows, hq] = jnp.sum(P, axis=1)
-            gk = gk + jnp.sum(P, axis=0)
+            gq_ref[b, rows, hq] = jnp.sum(w * dW, axis=1)
             da = dW * (2.0 * scale) * sc * E
             dq_ref[b, rows, hq, :] = _dot(da, kk, mm, prec)
-            dk = dk + _dot(da, qq, mm, prec, ta=True)
+            # key side, formed transposed (rows = keys) so no matrix needs transposing
+            sct = _dot(kk, qq, mm, prec, tb=True) * scale
+            wt = sct * sct * Et
+            dWt = _dot(vv, dnn, F32, prec32, tb=True) + ddd[None, :]
+            gk = gk + jnp.sum(wt * dWt, axis=1)
+            dv = dv + _dot(wt, dnn, mm, prec)
+            dk = dk + _dot(dWt * (2.0 * scale) * sct * Et, qq, mm, prec)
         dk_ref[b, rows, h, :] = dk
         dv_ref[b, rows, h, :] = dv
         gk_ref[b, rows, h] = gk
