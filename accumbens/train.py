@@ -66,7 +66,7 @@ def parse_config(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> None:
     quiet = _QuietIncludeProbes()
     logging.getLogger().addFilter(quiet)
     try:
-        gin.parse_config_files_and_bindings([resolve_gin_file(f) for f in gin_files], list(gin_bindings))
+        gin.parse_config_files_and_bindings([resolve_gin_file(f) for f in gin_files], list(gin_bindings), finalize_config=False)
     finally:
         logging.getLogger().removeFilter(quiet)
 
