@@ -27,7 +27,7 @@ setup(
         "matplotlib>=3.8",
     ],
     extras_require={
-        "test": ["pytest>=8.0", "gymnax>=1.0.1"],
+        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "gymnax>=1.0.1"],
         "jax-envs": ["gymnax>=1.0.1"],
     },
     entry_points={"console_scripts": ["accumbens-train=accumbens.train:main"]},
