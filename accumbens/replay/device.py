@@ -148,14 +148,17 @@ class DeviceReplayBuffer:
         terminated: jax.Array,
         truncated: jax.Array,
         next_observation: jax.Array,
+        count: jax.Array | None = None,
     ) -> DeviceReplayState:
         """Stores one step of every environment (all arguments have a leading [E] axis).
 
         observation: o_t; action: a_t; reward: r_{t+1}; terminated/truncated: how the episode ended
         after this step (both True counts as terminated); next_observation: o_{t+1}, the final
         observation when the episode ended (gymnax's `info['final_observation']`).
+        count: optional, must equal `state.count`. Buffers `vmap`ped in lock step (one per seed)
+        can pass it unbatched, which makes the write an in-place slice update instead of a scatter.
         """
-        slot = state.count % self.rows
+        slot = (state.count if count is None else count) % self.rows
         terminated = jnp.asarray(terminated, bool)
         ended = terminated | jnp.asarray(truncated, bool)
 

@@ -351,12 +351,13 @@ class CompiledRunner:
             update_count=jnp.zeros((), jnp.int32),
         )
 
-    def _train_tick(self, s: SeedState) -> tuple[SeedState, jax.Array]:
-        """One vectorised training step; returns the returns of episodes that ended ([E], else NaN)."""
+    def _train_tick(self, s: SeedState, tick: jax.Array) -> tuple[SeedState, jax.Array]:
+        """One vectorised training step (the phase's `tick`-th overall, the same for every seed);
+        returns the returns of episodes that ended ([E], else NaN)."""
         rng, act_key, env_key = jax.random.split(s.rng, 3)
         action = self.agent.act(s.agent, s.stack, act_key, True)
         obs, env_state, reward, terminated, truncated, final = self._step_envs(env_key, s.env_state, action, self.num_envs)
-        replay = self.replay.add(s.replay, s.stack[..., -1], action, reward, terminated, truncated, final)
+        replay = self.replay.add(s.replay, s.stack[..., -1], action, reward, terminated, truncated, final, count=tick)
         ended = terminated | truncated
         episode_return = s.episode_return + reward
         completed = jnp.where(ended, episode_return, jnp.nan)
@@ -395,10 +396,13 @@ class CompiledRunner:
                     loss_sum=keep(loss_sum, states.loss_sum),
                     update_count=keep(count, states.update_count),
                 )
+            # `tick` is unbatched (outside vmap): replay writes are slice updates, not scatters.
+            step = jax.vmap(self._train_tick, in_axes=(0, None))
             if self.ticks_per_chunk == 1:  # no inner loop (one loop iteration less per step on GPUs)
-                states, completed = jax.vmap(self._train_tick)(states)
+                states, completed = step(states, tick)
                 return states, completed[None]
-            states, completed = jax.lax.scan(lambda s, _: jax.vmap(self._train_tick)(s), states, None, length=self.ticks_per_chunk)
+            ticks = tick + jnp.arange(self.ticks_per_chunk, dtype=jnp.int32)
+            states, completed = jax.lax.scan(lambda s, t: step(s, t), states, ticks)
             return states, completed  # completed: [ticks_per_chunk, S, E]
 
         states, completed = jax.lax.scan(
