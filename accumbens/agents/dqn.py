@@ -11,7 +11,6 @@ The target network is copied from the online one once per `target_update_period`
 """
 from __future__ import annotations
 
-import functools
 from typing import Callable, Sequence
 
 import chex

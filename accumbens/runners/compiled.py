@@ -45,7 +45,6 @@ runs unchanged with `--runner compiled`.
 """
 from __future__ import annotations
 
-import difflib
 import inspect
 import json
 import math
@@ -68,7 +67,6 @@ from accumbens.runners import runner as host_runner
 from accumbens.runners.checkpoints import CheckpointManager
 from accumbens.runners.logging import StatisticsWriter
 
-CONFIG_FILE = host_runner.CONFIG_FILE
 _METADATA_FILE = "compiled_runner.json"
 # Settings that may change when a finished run is extended.
 _RESUMABLE = ("num_iterations",)
@@ -275,7 +273,10 @@ class CompiledRunner:
             donate_argnums=0,
         )
 
-        self._claim_base_dir()
+        resumable = host_runner._RESUMABLE_BINDINGS + tuple(
+            f"CompiledRunner.{prefix}{name}" for prefix in ("", "resolved_") for name in _RESUMABLE
+        )
+        host_runner.claim_base_dir(self.base_dir, self._config_text(), resumable)
         self.checkpoints = CheckpointManager(os.path.join(self.base_dir, "checkpoints"), keep=checkpoints_to_keep)
 
     # ----- configuration guard (the host runner's, plus the settings resolved from Runner.*) --------
@@ -291,36 +292,6 @@ class CompiledRunner:
         lines = [gin.operative_config_str().rstrip(), "", "# CompiledRunner settings after falling back to Runner.* bindings:"]
         lines += [f"CompiledRunner.resolved_{k} = {v!r}" for k, v in resolved.items()]
         return "\n".join(lines) + "\n"
-
-    @staticmethod
-    def _comparable(text: str) -> list[str]:
-        kept = []
-        for line in host_runner._comparable_config(text):
-            key = line.split("=")[0].strip()
-            if key.endswith(tuple(f"CompiledRunner.{n}" for n in _RESUMABLE) + tuple(f"CompiledRunner.resolved_{n}" for n in _RESUMABLE)):
-                continue
-            kept.append(line)
-        return kept
-
-    def _claim_base_dir(self) -> None:
-        """Writes the configuration to `base_dir/config.gin`, or refuses a different existing one."""
-        os.makedirs(self.base_dir, exist_ok=True)
-        path = os.path.join(self.base_dir, CONFIG_FILE)
-        current = self._config_text()
-        if os.path.exists(path):
-            with open(path) as f:
-                previous = f.read()
-            old, new = self._comparable(previous), self._comparable(current)
-            if old != new:
-                diff = "\n".join(difflib.unified_diff(old, new, "existing config.gin", "requested", lineterm="", n=0))
-                raise host_runner.ConfigMismatchError(
-                    f"{self.base_dir} holds a run with a different configuration; refusing to overwrite it.\n"
-                    f"Use another --base_dir, or the same gin files and bindings to resume.\n{diff}"
-                )
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(current)
-        os.replace(tmp, path)
 
     # ----- pure, per-seed pieces (vmapped over seeds) ----------------------------------------------
     def _reset_envs(self, key, count):

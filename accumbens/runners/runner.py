@@ -39,16 +39,42 @@ class ConfigMismatchError(RuntimeError):
     """`base_dir` holds a run whose configuration differs from the one requested."""
 
 
-def _comparable_config(text: str) -> list[str]:
+def _comparable_config(text: str, resumable: tuple[str, ...] = _RESUMABLE_BINDINGS) -> list[str]:
+    """The config's binding lines, without comments and without the `resumable` bindings."""
     lines = []
     for line in text.splitlines():
         line = line.rstrip()
         if not line or line.lstrip().startswith("#"):
             continue
-        if line.split("=")[0].strip().endswith(_RESUMABLE_BINDINGS):
+        if line.split("=")[0].strip().endswith(resumable):
             continue
         lines.append(line)
     return lines
+
+
+def claim_base_dir(base_dir: str, config_text: str, resumable: tuple[str, ...] = _RESUMABLE_BINDINGS) -> None:
+    """Writes `config_text` to `base_dir/config.gin`, or refuses if a different config is there.
+
+    Raises:
+      ConfigMismatchError: `base_dir` already holds a run whose config differs in any binding
+        other than the `resumable` ones; the message shows the difference. Nothing is written.
+    """
+    os.makedirs(base_dir, exist_ok=True)
+    path = os.path.join(base_dir, CONFIG_FILE)
+    if os.path.exists(path):
+        with open(path) as f:
+            previous = f.read()
+        old, new = _comparable_config(previous, resumable), _comparable_config(config_text, resumable)
+        if old != new:
+            diff = "\n".join(difflib.unified_diff(old, new, "existing config.gin", "requested", lineterm="", n=0))
+            raise ConfigMismatchError(
+                f"{base_dir} holds a run with a different configuration; refusing to overwrite it.\n"
+                f"Use another --base_dir, or the same gin files and bindings to resume.\n{diff}"
+            )
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(config_text)
+    os.replace(tmp, path)
 
 
 def _phase_seed(seed: int, iteration: int, phase: int) -> int:
@@ -99,29 +125,8 @@ class Runner:
             observation_dtype=space.dtype,
             seed=seed,
         )
-        self._claim_base_dir()
+        claim_base_dir(self.base_dir, gin.operative_config_str())
         self.checkpoints = CheckpointManager(os.path.join(self.base_dir, "checkpoints"), keep=checkpoints_to_keep)
-
-    # ----- configuration guard ----------------------------------------------------------
-    def _claim_base_dir(self) -> None:
-        """Writes gin's operative config to `base_dir/config.gin`, or refuses a different one."""
-        os.makedirs(self.base_dir, exist_ok=True)
-        path = os.path.join(self.base_dir, CONFIG_FILE)
-        current = gin.operative_config_str()
-        if os.path.exists(path):
-            with open(path) as f:
-                previous = f.read()
-            old, new = _comparable_config(previous), _comparable_config(current)
-            if old != new:
-                diff = "\n".join(difflib.unified_diff(old, new, "existing config.gin", "requested", lineterm="", n=0))
-                raise ConfigMismatchError(
-                    f"{self.base_dir} holds a run with a different configuration; refusing to overwrite it.\n"
-                    f"Use another --base_dir, or the same gin files and bindings to resume.\n{diff}"
-                )
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(current)
-        os.replace(tmp, path)
 
     # ----- episodes and phases ----------------------------------------------------------
     def _run_episode(self, first_seed: Optional[int], progress) -> tuple[int, float]:
