@@ -228,7 +228,7 @@ def breakdown(b, t, reps, log):
     st = jax.jit(lambda k, v, g, gt: fk.state_pass(k, v, g, gt, c=c, n_chunks=n, value_block=vb, state_dtype=mm,
                                                     mm=mm, prec=prec, interpret=False))
     S, z = st(k, v, g, gt)
-    out = jax.jit(lambda q, k, v, g, S, z: fk.output_pass(q, k, v, g, S, z, c=c, scale=s, mm=mm, prec=prec,
+    out = jax.jit(lambda q, k, v, g, S, z: fk.output_pass(q, k, v, g, S, z, c=c, scale=s, mm=mm, prec=prec, prec32=fz._prec32(False),
                                                            interpret=False))
     y, den = out(q, k, v, g, S, z)
     dn = ct.astype(jnp.float32) / den[..., None]
@@ -282,7 +282,7 @@ def diag(b, t, log, state_only=False):
         S, z = go(f"state{cfg}", lambda k, v, g, gt: fk.state_pass(k, v, g, gt, c=c, n_chunks=n, value_block=vb,
                                                                      state_dtype=mm, mm=mm, prec=prec, interpret=False),
                   k, v, g, gt)
-    y, den = go("output", lambda q, k, v, g, S, z: fk.output_pass(q, k, v, g, S, z, c=c, scale=s, mm=mm, prec=prec,
+    y, den = go("output", lambda q, k, v, g, S, z: fk.output_pass(q, k, v, g, S, z, c=c, scale=s, mm=mm, prec=prec, prec32=fz._prec32(False),
                                                                   interpret=False), q, k, v, g, S, z)
     dn = ct.astype(jnp.float32) / den[..., None]
     dd = -jnp.sum(ct.astype(jnp.float32) * y.astype(jnp.float32), -1) / den

@@ -58,8 +58,10 @@ def power_attention_chunked(
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
     r = hq // hk
     acc = accum_dtype(q.dtype)
-    # bf16/fp16 matmul operands stay in their dtype (accumulated in float32); float32/64 stay exact.
-    mm = q.dtype if jnp.dtype(q.dtype).itemsize < 4 else acc
+    # On GPU bf16/fp16 matmul operands stay in their dtype (accumulated in float32); float32/64
+    # stay exact. XLA:CPU has no bf16 x bf16 -> f32 matmul, so there everything runs in float32.
+    low = jnp.dtype(q.dtype).itemsize < 4 and jax.default_backend() != "cpu"
+    mm = q.dtype if low else acc
     prec = jax.lax.Precision.HIGHEST
     s = default_scale(d, scale)
     c = min(chunk_size, t)

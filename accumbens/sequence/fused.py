@@ -83,7 +83,8 @@ def _fused_fwd(q, k, v, log_g, scale, c, interpret, value_block, poison):
     g, gt = _prepare_gates(log_g, c)
     S, z = fk.state_pass(k, v, g, gt, c=c, n_chunks=n, value_block=value_block, state_dtype=mm, mm=mm,
                          prec=prec, interpret=interpret, poison=poison)
-    y, den = fk.output_pass(q, k, v, g, S, z, c=c, scale=scale, mm=mm, prec=prec, interpret=interpret,
+    y, den = fk.output_pass(q, k, v, g, S, z, c=c, scale=scale, mm=mm, prec=prec, prec32=_prec32(interpret),
+                            interpret=interpret,
                             poison=poison)
     return y.astype(q.dtype), (q, k, v, g, gt, S, z, y, den)
 

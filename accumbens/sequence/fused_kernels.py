@@ -35,8 +35,6 @@ scaled by ``scale * exp(g/2)``, keys by ``exp((gt - g)/2)``, states decay by ``e
 """
 from __future__ import annotations
 
-import functools
-from typing import Tuple
 
 import jax
 import jax.numpy as jnp
@@ -202,7 +200,7 @@ def _call(kernel, out_shape, grid, args, *, interpret, params, poison):
 # ----------------------------------------------------------------------------------------
 # forward: output pass
 # ----------------------------------------------------------------------------------------
-def output_pass(q, k, v, g, S, z, *, c, scale, mm, prec, interpret, poison=False):
+def output_pass(q, k, v, g, S, z, *, c, scale, mm, prec, prec32, interpret, poison=False):
     """y (B, Tp, Hq, d) and den (B, Tp, Hq), float32."""
     B, Tp, Hq, d = q.shape
     Hk = k.shape[2]
@@ -227,7 +225,8 @@ def output_pass(q, k, v, g, S, z, *, c, scale, mm, prec, interpret, poison=False
         ci = jax.lax.broadcasted_iota(jnp.int32, (c, c), 1)
         E = jnp.exp(jnp.where(ri >= ci, gg[:, None] - gg[None, :], -jnp.inf))
         w = sc * sc * E
-        num = _dot(w, vv, mm, prec)
+        # float32 weights here (not rounded to bf16): the gate gradient needs y to ~float32
+        num = _dot(w, vv, F32, prec32)
         den = jnp.sum(w, axis=1)
         ge = (scale * jnp.exp(gg * 0.5))[:, None]
         qb = [q_ref[b, rows, hq, pl.ds(i * TILE, TILE)].astype(F32) * ge for i in range(nb)]

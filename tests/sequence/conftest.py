@@ -1,6 +1,4 @@
 """Fixtures for the power-attention tests: float64 enabled only inside these tests."""
-import contextlib
-
 import jax
 import pytest
 
