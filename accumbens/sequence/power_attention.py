@@ -39,8 +39,10 @@ Implementations (``impl``):
     even degree; differentiated by JAX.
   * ``"fused"``: Pallas (Triton) GPU kernels for degree 2 with a hand-written backward
     (``jax.custom_vjp``); on a machine without GPU it runs in Pallas interpret mode (slow).
-  * ``"auto"``: ``"fused"`` on GPU when it supports the shape (degree 2, head_dim 16, 32 or 64,
-    chunk 16..256), else ``"chunked"``.
+    Experimental: correct against the reference, but at present far slower than the chunked
+    form on an H100 (see benchmarks/power_attention_notes.md), so only used when asked for.
+  * ``"auto"``: ``"chunked"`` (until the fused kernels are faster; then ``"fused"`` on GPU for
+    the shapes it supports: degree 2, head_dim 16, 32 or 64, chunk 16..256).
 
 For acting one token at a time, use :mod:`accumbens.sequence.recurrent` (``init_state``,
 ``step``), which gives the same outputs at constant cost per token.
@@ -58,6 +60,12 @@ from accumbens.sequence.reference import power_attention_reference
 
 IMPLS = ("auto", "reference", "chunked", "fused")
 DEFAULT_CHUNK = 128
+# Flip once the fused kernels beat the chunked form (issue 4 notes): "auto" then picks them on GPU.
+AUTO_USES_FUSED = False
+
+
+def _fused_ok(head_dim: int, degree: int, chunk: int) -> bool:
+    return jax.default_backend() == "gpu" and fused_supported(head_dim, degree, chunk) is None
 
 
 def power_attention(
@@ -97,8 +105,7 @@ def power_attention(
     if not isinstance(c, int) or c < 1:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
     if impl == "auto":
-        on_gpu = jax.default_backend() == "gpu"
-        impl = "fused" if on_gpu and fused_supported(d, degree, c) is None else "chunked"
+        impl = "fused" if AUTO_USES_FUSED and _fused_ok(d, degree, c) else "chunked"
     if impl == "reference":
         return power_attention_reference(q, k, v, log_g, degree=degree, scale=scale)
     if impl == "chunked":

@@ -66,11 +66,11 @@ def test_fused_matches_float64_reference(case, dtype, rng):
 
 
 @needs_gpu
-def test_auto_uses_fused_and_matches_chunked(rng):
+def test_fused_matches_chunked_on_gpu(rng):
     q, k, v, lg = make_inputs(rng, 2, 700, 4, 4, 64, dtype=jnp.float32)
-    y_auto = jax.jit(lambda *a: power_attention(*a))(q, k, v, lg)
+    y_fused = jax.jit(lambda *a: power_attention(*a, impl="fused"))(q, k, v, lg)
     y_ch = jax.jit(lambda *a: power_attention(*a, impl="chunked"))(q, k, v, lg)
-    assert rel_err(y_auto, y_ch) < 1e-4
+    assert rel_err(y_fused, y_ch) < 1e-4
 
 
 @needs_gpu
