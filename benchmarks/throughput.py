@@ -11,7 +11,8 @@ settings for that case (see CASES), bound on accumbens' own names.
 
 Each measurement runs in a fresh subprocess (so JIT caches and thread pools do not leak), the
 frameworks alternate within each repeat (so a noisy machine hits both alike), and the table
-reports the median over repeats and the ratio accumbens / Dopamine. Results go to
+reports the median over repeats, the ratio of the medians accumbens / Dopamine, and the median of
+the per-repeat ratios ("paired": each repeat runs both back to back, under the same load). Results go to
 `benchmarks/results/throughput.json`.
 
 Dopamine runs in its own virtual environment (it needs jax 0.6.2 and TensorFlow): make it once
@@ -185,15 +186,20 @@ def main() -> int:
         summary = {k: statistics.median(r["steps_per_second"] for r in v) for k, v in runs.items() if v}
         if "dopamine" in summary:
             summary["ratio"] = summary["accumbens"] / summary["dopamine"]
+            # Each repeat runs the two back to back, so its ratio sees the same machine load.
+            summary["median_paired_ratio"] = statistics.median(
+                a["steps_per_second"] / d["steps_per_second"] for a, d in zip(runs["accumbens"], runs["dopamine"])
+            )
         results[name] = {"median_steps_per_second": summary, "runs": runs, "steps": steps}
 
     print()
-    print(f"{'case':<18}{'accumbens steps/s':>20}{'dopamine steps/s':>20}{'ratio':>8}")
+    print(f"{'case':<18}{'accumbens steps/s':>20}{'dopamine steps/s':>20}{'ratio':>8}{'paired':>8}")
     for name, r in results.items():
         s = r["median_steps_per_second"]
         theirs = f"{s['dopamine']:.0f}" if "dopamine" in s else "-"
         ratio = f"{s['ratio']:.2f}x" if "ratio" in s else "-"
-        print(f"{name:<18}{s['accumbens']:>20.0f}{theirs:>20}{ratio:>8}")
+        paired = f"{s['median_paired_ratio']:.2f}x" if "ratio" in s else "-"
+        print(f"{name:<18}{s['accumbens']:>20.0f}{theirs:>20}{ratio:>8}{paired:>8}")
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": platform.platform(), "cpus": os.cpu_count(),
             "loadavg": os.getloadavg(), "repeats": args.repeats, "warmup": args.warmup}
