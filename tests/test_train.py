@@ -7,7 +7,6 @@ import sys
 import time
 
 import numpy as np
-import pytest
 
 from accumbens import plot, train
 from accumbens.runners.logging import read_records

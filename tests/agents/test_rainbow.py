@@ -12,7 +12,6 @@ from accumbens import train
 from accumbens.agents import networks, rainbow
 from accumbens.replay import PrioritizedReplayBuffer
 from accumbens.replay.batch import Batch
-from accumbens.runners.runner import Runner
 
 
 # ----- float64 NumPy references -------------------------------------------------------------
@@ -356,11 +355,6 @@ def test_unknown_support_is_refused():
 
 
 # ----- packaged configs --------------------------------------------------------------------
-def _runner(tmp_path, gin_file, bindings):
-    train.parse_config([gin_file], bindings)
-    return Runner(base_dir=str(tmp_path), tensorboard=False, progress_bar=False)
-
-
 TINY_ATARI = ["Runner.training_steps = 60", "Runner.evaluation_steps = 20", "Runner.max_steps_per_episode = 40", "RainbowAgent.min_replay_history = 40"]
 
 
@@ -372,8 +366,8 @@ TINY_ATARI = ["Runner.training_steps = 60", "Runner.evaluation_steps = 20", "Run
         ("c51/atari", TINY_ATARI + ["ReplayBuffer.capacity = 1000"], (False, False, False, False)),
     ],
 )
-def test_packaged_rainbow_config_runs_an_iteration(tmp_path, gin_file, extra, switches):
-    runner = _runner(tmp_path, gin_file, ["Runner.num_iterations = 1", *extra])
+def test_packaged_rainbow_config_runs_an_iteration(tmp_path, make_runner, gin_file, extra, switches):
+    runner = make_runner(gin_file, ["Runner.num_iterations = 1", *extra])
     agent = runner.agent
     assert isinstance(agent, rainbow.RainbowAgent)
     assert (agent.double_dqn, agent.dueling, agent.noisy, isinstance(agent.replay, PrioritizedReplayBuffer)) == switches
@@ -408,15 +402,8 @@ def test_config_bindings(gin_file, expected):
     assert gin.query_parameter("create_agent.agent_name") == "rainbow"
 
 
-def test_rainbow_learns_cartpole(tmp_path):
+def test_rainbow_learns_cartpole(make_runner, assert_learns):
     """Rainbow (C51, 3-step, prioritized, double, dueling): evaluation return >= 195 within 30 iterations
     of 1000 steps (2-3 iterations, about a minute on 2 cores). Noisy nets are covered by the unit tests
     and the MinAtar/DER config runs; on CartPole they learn more slowly (see rainbow/cartpole.gin)."""
-    runner = _runner(tmp_path, "rainbow/cartpole", [])
-    best = -np.inf
-    for iteration in range(runner.num_iterations):
-        record = runner.run_iteration(iteration)
-        best = max(best, record["eval_return_mean"])
-        if best >= 195:
-            break
-    assert best >= 195, f"best evaluation return {best:.1f} after {iteration + 1} iterations"
+    assert_learns(make_runner("rainbow/cartpole"), 195)

@@ -13,9 +13,7 @@ import subprocess
 import sys
 import textwrap
 
-import gin
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
