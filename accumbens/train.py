@@ -23,15 +23,21 @@ DEFAULT_GIN_FILE = "quickstart"
 
 
 def import_configurables() -> None:
-    """Imports every module that registers gin configurables, so any binding can be parsed."""
-    import accumbens.agents.dqn  # noqa: F401
+    """Imports every module that registers gin configurables, so any binding can be parsed.
+
+    Packaged agents (`registry.PACKAGED_AGENTS`) and runners (`runners.RUNNERS`) are listed in one
+    place each; adding an agent or runner there is enough for its bindings to parse.
+    """
+    import importlib
+
     import accumbens.agents.networks  # noqa: F401
-    import accumbens.agents.rainbow  # noqa: F401
-    import accumbens.agents.registry  # noqa: F401
     import accumbens.environments  # noqa: F401  (imports every family's module)
     import accumbens.replay  # noqa: F401
-    import accumbens.runners  # noqa: F401
-    import accumbens.runners.compiled  # noqa: F401  (CompiledRunner's bindings)
+    from accumbens.agents.registry import PACKAGED_AGENTS
+    from accumbens.runners import RUNNERS
+
+    for reference in list(PACKAGED_AGENTS.values()) + list(RUNNERS.values()):
+        importlib.import_module(reference.split(":")[0])
 
 
 def resolve_gin_file(name: str) -> str:

@@ -6,39 +6,37 @@ gin reference: `create_agent.agent_fn = @MyAgent` (after `import my_module` in t
 """
 from __future__ import annotations
 
+import importlib
 from typing import Callable, Optional, Sequence
 
 import gin
 import numpy as np
 
+# Packaged agents: short name -> "module:Class", imported on first use. Add one line per agent.
+PACKAGED_AGENTS: dict[str, str] = {
+    "dqn": "accumbens.agents.dqn:DQNAgent",
+    "rainbow": "accumbens.agents.rainbow:RainbowAgent",
+}
+
 _REGISTRY: dict[str, Callable[[], Callable]] = {}
 
 
 def register_agent(name: str, factory_loader: Callable[[], Callable]) -> None:
-    """Registers `name`; `factory_loader()` returns the agent class (imported lazily)."""
+    """Registers `name` at run time; `factory_loader()` returns the agent class (imported lazily)."""
     _REGISTRY[name] = factory_loader
+
+
+def _loader(reference: str) -> Callable[[], Callable]:
+    module, attribute = reference.split(":")
+    return lambda: getattr(importlib.import_module(module), attribute)
+
+
+for _name, _reference in PACKAGED_AGENTS.items():
+    register_agent(_name, _loader(_reference))
 
 
 def known_agents() -> list[str]:
     return sorted(_REGISTRY)
-
-
-def _dqn():
-    from accumbens.agents.dqn import DQNAgent
-
-    return DQNAgent
-
-
-register_agent("dqn", _dqn)
-
-
-def _rainbow():
-    from accumbens.agents.rainbow import RainbowAgent
-
-    return RainbowAgent
-
-
-register_agent("rainbow", _rainbow)
 
 
 @gin.configurable
