@@ -4,17 +4,19 @@ from __future__ import annotations
 import gin
 
 from accumbens.replay.circular import ReplayBuffer
+from accumbens.replay.dataset import FixedReplayBuffer
 from accumbens.replay.prioritized import PrioritizedReplayBuffer
 
-REPLAY_SCHEMES = {"uniform": ReplayBuffer, "prioritized": PrioritizedReplayBuffer}
+REPLAY_SCHEMES = {"uniform": ReplayBuffer, "prioritized": PrioritizedReplayBuffer, "fixed": FixedReplayBuffer}
 
 
 @gin.configurable
 def create_replay(scheme: str = "uniform", **kwargs) -> ReplayBuffer:
-    """Builds the replay for `scheme`: 'uniform' (ReplayBuffer) or 'prioritized'.
+    """Builds the replay for `scheme`: 'uniform' (ReplayBuffer), 'prioritized', or 'fixed' (a
+    read-only FixedReplayBuffer over the dataset at `FixedReplayBuffer.dataset_dir`).
 
     Keyword arguments go to the constructor: capacity, observation_shape, observation_dtype,
-    stack_size, update_horizon, gamma; prioritized also takes alpha, beta, stratified, branching.
+    stack_size, update_horizon, gamma; prioritized also takes alpha, beta, stratified, block_size.
     Unbound constructor arguments still come from gin (`ReplayBuffer.capacity = ...`).
     """
     if scheme not in REPLAY_SCHEMES:
