@@ -14,7 +14,7 @@ Part 2, replay `sample(rng, 32)` (and `add`) for MinAtar (10x10x4 bool -> uint8,
 the MinAtar DQN setting, 1M steps; prioritized n = 3 as Rainbow, 100k steps) and Atari (84x84
 uint8, stacks of 4; n = 1 for DQN, n = 3 prioritized for Rainbow). Atari and prioritized buffers
 hold 100k steps here, to spare memory (1M Atari frames take ~7 GB) and fill time: sampling cost
-does not depend on the capacity beyond cache effects and the tree's depth (part 1).
+does not depend on the capacity beyond cache effects and the prefix's length (part 1).
 
 Timing: `repeat` rounds of `number` calls; the table shows, per call, the wall-clock median over
 rounds, the best round, and the median of this process's CPU time. The load average is recorded
@@ -72,11 +72,19 @@ def bench_sum_tree(sizes, number, repeat, seed=0) -> list[dict]:
         tree.set(np.arange(size), priorities)
         index = rng.integers(0, size, 32)
         values = rng.random(32)
-        row = {"size": size, "depth": tree.depth}
+        row = {"size": size, "block_size": tree.block_size, "num_blocks": tree.num_blocks}
         row["sample32"] = time_call(lambda: tree.sample(rng, 32), number, repeat)
         row["sample32_stratified"] = time_call(lambda: tree.sample(rng, 32, True), number, repeat)
         row["set32"] = time_call(lambda: tree.set(index, values), number, repeat)
         row["set_one"] = time_call(lambda: tree.set_one(int(index[0]), 0.5), number, repeat)
+
+        def step():  # one prioritized training step: an add, a batch, its new priorities
+            tree.set_one(int(index[1]), 0.5)
+            tree.set(tree.sample(rng, 32, True), values)
+
+        # The prefix over block masses is rebuilt lazily on the first read after a write: the
+        # sample32 rows above read a fresh tree; `step` pays one rebuild, as training does.
+        row["train_step"] = time_call(step, number, repeat)
         rows.append(row)
     return rows
 
@@ -140,12 +148,14 @@ def main(argv=None) -> None:
     def cell(t):
         return f"{t['median_us']:7.1f} {t['best_us']:7.1f} {t['cpu_median_us']:7.1f}"
 
-    print(f"SumTree (K=32), microseconds per call over {repeat} rounds of {number} calls:")
-    print("each cell: wall median, wall best round, CPU-time median")
-    print(f"{'leaves':>9} {'depth':>5} {'sample(32)':>23} {'sample(32) stratified':>23} {'set(32)':>23} {'set_one':>23}")
+    print(f"SumTree (blocks of {tree_rows[0]['block_size']}), microseconds per call over {repeat} rounds of {number} calls:")
+    print("each cell: wall median, wall best round, CPU-time median; train step = set_one + sample(32, strat.) + set(32)")
+    names = ("sample32", "sample32_stratified", "set32", "set_one", "train_step")
+    titles = ("sample(32)", "sample(32) stratified", "set(32)", "set_one", "train step")
+    print(f"{'leaves':>9} {'blocks':>6} " + " ".join(f"{t:>23}" for t in titles))
     for r in tree_rows:
-        cells = [cell(r[k]) for k in ("sample32", "sample32_stratified", "set32", "set_one")]
-        print(f"{r['size']:>9} {r['depth']:>5} " + " ".join(f"{c:>23}" for c in cells))
+        cells = [cell(r[k]) for k in names]
+        print(f"{r['size']:>9} {r['num_blocks']:>6} " + " ".join(f"{c:>23}" for c in cells))
     print("\nReplay, microseconds per call (wall median, wall best round, CPU-time median)")
     for r in replay_rows:
         extra = ""

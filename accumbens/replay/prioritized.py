@@ -36,7 +36,7 @@ import numpy as np
 from accumbens.replay import checkpointing
 from accumbens.replay.batch import Batch
 from accumbens.replay.circular import ReplayBuffer
-from accumbens.replay.sum_tree import DEFAULT_BRANCHING, SumTree
+from accumbens.replay.sum_tree import DEFAULT_BLOCK_SIZE, SumTree
 
 
 @gin.configurable
@@ -47,7 +47,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
       alpha: priority exponent; the tree stores priority^alpha.
       beta: importance-sampling exponent (may be changed between samples: `buffer.beta = ...`).
       stratified: one draw per equal-mass stratum (Dopamine) instead of independent draws.
-      branching: the sum tree's branching factor (speed only).
+      block_size: leaves per block of the sum tree (speed only).
     """
 
     def __init__(
@@ -61,11 +61,11 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         alpha: float = 0.5,
         beta: float = 0.5,
         stratified: bool = True,
-        branching: int = DEFAULT_BRANCHING,
+        block_size: int = DEFAULT_BLOCK_SIZE,
     ):
         if alpha < 0:
             raise ValueError(f"alpha must be >= 0, got {alpha}.")
-        self._tree = SumTree(int(capacity), branching)
+        self._tree = SumTree(int(capacity), block_size)
         self._stale_leaves: list[int] = []  # leaves set since the last refresh (see _end_write)
         self._alpha = float(alpha)
         self.beta = float(beta)
@@ -95,9 +95,9 @@ class PrioritizedReplayBuffer(ReplayBuffer):
 
     def _end_write(self) -> None:
         if self._stale_leaves:
-            k = self._tree.branching
+            k = self._tree.block_size
             for block in {slot // k for slot in self._stale_leaves}:
-                self._tree.refresh_path(block * k)
+                self._tree.refresh_block(block * k)
             self._stale_leaves.clear()
 
     def can_sample(self, batch_size: int = 1) -> bool:
@@ -143,7 +143,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         return self._tree.to_arrays()
 
     def _prepare_extra_state(self, arrays: dict, slots: dict, source: str) -> SumTree:
-        tree = SumTree(self._capacity, self._tree.branching)
+        tree = SumTree(self._capacity, self._tree.block_size)
         try:
             tree.load_arrays(arrays, source=source)
         except ValueError as e:
@@ -160,4 +160,4 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         self._tree = prepared
 
     def _clear_extra_state(self) -> None:
-        self._tree = SumTree(self._capacity, self._tree.branching)
+        self._tree = SumTree(self._capacity, self._tree.block_size)

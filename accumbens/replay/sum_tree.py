@@ -1,35 +1,38 @@
-"""A NumPy sum tree for proportional sampling: batched, vectorised sampling and updates.
+"""A NumPy sum tree for proportional sampling, shaped for few, wide NumPy calls.
 
 Layout
 ------
-A `branching`-ary tree (K = 32 by default). Level 0 holds the leaves (one per buffer slot, padded
-with zeros to a multiple of K); node i of level d + 1 is the sum of the K-block
-`[i * K, (i + 1) * K)` of level d; the top level has one block, whose sum is the total. A 1M-leaf
-tree is 4 levels deep. Each level keeps three float64 arrays of its size:
+Two levels. The leaves (one per buffer slot, padded with zeros to a whole number of blocks) are cut
+into blocks of `block_size` (K = 128 by default) consecutive leaves; each block keeps the inclusive
+running sum of its leaves (`run`, a [num_blocks, K] array, rows contiguous), so `run[b, -1]` is the
+block's mass. Above the blocks sits one array, `prefix` ([num_blocks + 1]): the exclusive prefix
+sums of the block masses (`prefix[0] = 0`, `prefix[-1]` = the total).
 
-  value  the node values (leaf priorities at level 0; at level d + 1, the sums of level d's blocks);
-  excl   the running sum of `value` inside each K-block, exclusive (a node's left siblings' mass);
-  key    block + run / block_sum, with run the inclusive running sum: a number in
-         [block, block + 1] that increases along the whole level, not just inside a block (an
-         empty block's keys are all `block`).
+Sampling a batch of B targets v in [0, total) is a fixed handful of vectorised calls, whatever the
+capacity:
+  1. block b = the last block with prefix[b] <= v (`np.searchsorted` in `prefix`, which is small:
+     N / K entries, 62 KB for a 1M buffer, so it stays in cache);
+  2. residual r = v - prefix[b], then the rows `run[b]` are gathered ([B, K], one contiguous
+     1 KB row per target, which the prefetcher streams);
+  3. the leaf is the first column whose running sum exceeds r (`argmax` of `run[b] > r`).
+A K-ary tree of depth log_K(N) needs the same handful of calls per level; on a CPU where each
+small NumPy call costs a microsecond or more, and each level of a deep tree over a large buffer
+costs cache misses, two levels are faster for every buffer up to ~10M slots (benchmarks/sum_tree.py).
 
-The keys are what make sampling fast: descending one level is a single `np.searchsorted` of
-`block + residual / block_sum` in that level's keys for the whole batch, plus a few element-wise
-operations on [B] arrays, instead of a [B, K] cumulative sum or 20 rounds of a binary tree. A
-batch of 32 on a 1M tree is 4 such rounds. Updating B leaves recomputes the B touched blocks on
-each level (a [B, K] cumulative sum per level; small top levels are recomputed whole). Both are
-O(log_K N) rounds of vectorised work.
+Costs: sampling is O(log(N / K) + K) per target. Setting a leaf recomputes its block's row (O(K))
+and marks the prefix stale; the prefix is rebuilt (one `np.cumsum` over N / K block masses) on the
+next read, so a training step that adds, samples and updates priorities pays one rebuild.
 
 Exactness
 ---------
-Every stored number is a deterministic function of its block's children (blocks are recomputed,
-never updated by adding deltas), so sums do not drift, a block of zeros sums to exactly 0, and a
-tree rebuilt from its leaves is bitwise equal to the incrementally updated one (save/load stores
-only the leaves). The chosen leaf's cumulative range contains the target up to the rounding of the
-keys (relative ~1e-12 of a block's mass). A node of value 0 has the same key as its left
-neighbour, so `searchsorted(..., side="right")` never lands on it, and the search key is kept
-strictly below its block's last key (block + 1), so rounding never leaves the block: a leaf of
-priority 0 is never returned (a final check with an exact slow path guards this anyway).
+Every stored number is a deterministic function of the leaves (rows and prefix are recomputed with
+`np.cumsum`, never updated by adding deltas), so sums do not drift, a block of zeros has mass
+exactly 0, and a tree rebuilt from its leaves is bitwise equal to the incrementally updated one
+(save/load stores only the leaves). A leaf of value 0 has the same running sum as its left
+neighbour, so "first running sum > r" never lands on it; a zero block has the same prefix as the
+next block, so "last prefix <= v" skips it. If rounding ever puts a residual at or beyond its
+block's mass (relative error ~1e-16), that target takes an exact slow path, so a leaf of value 0 is
+never returned.
 
 Max priority
 ------------
@@ -42,38 +45,25 @@ from typing import Optional
 
 import numpy as np
 
-DEFAULT_BRANCHING = 32
-# `set` recomputes levels of at most this many nodes whole (the top levels of a large tree).
-_WHOLE_LEVEL_NODES = 2048
+DEFAULT_BLOCK_SIZE = 128
 
 
 class SumTree:
     """Sum tree over `capacity` non-negative leaf values (see the module docstring)."""
 
-    def __init__(self, capacity: int, branching: int = DEFAULT_BRANCHING):
-        capacity, branching = int(capacity), int(branching)
+    def __init__(self, capacity: int, block_size: int = DEFAULT_BLOCK_SIZE):
+        capacity, block_size = int(capacity), int(block_size)
         if capacity < 1:
             raise ValueError(f"SumTree capacity must be >= 1, got {capacity}.")
-        if branching < 2:
-            raise ValueError(f"SumTree branching must be >= 2, got {branching}.")
+        if block_size < 1:
+            raise ValueError(f"SumTree block_size must be >= 1, got {block_size}.")
         self._capacity = capacity
-        self._k = branching
-        self._child_offsets = np.arange(branching, dtype=np.int64)
-        sizes = []  # node counts per level, each a multiple of K; the last one is K (one block)
-        size = capacity
-        while True:
-            size = -(-size // branching) * branching
-            sizes.append(size)
-            if size == branching:
-                break
-            size //= branching
-        self._value = [np.zeros(n, np.float64) for n in sizes] + [np.zeros(1, np.float64)]
-        self._excl = [np.zeros(n, np.float64) for n in sizes]
-        # All values 0: every key is its block number.
-        self._key = [np.repeat(np.arange(n // branching, dtype=np.float64), branching) for n in sizes]
-        self._block_ids = [np.arange(n // branching, dtype=np.int64) for n in sizes]
-        # The largest float below block + 1, per block: the search key's upper bound.
-        self._key_limit = [np.nextafter(np.arange(1, n // branching + 1, dtype=np.float64), 0.0) for n in sizes]
+        self._k = block_size
+        self._num_blocks = -(-capacity // block_size)
+        self._leaves = np.zeros(self._num_blocks * block_size, np.float64)
+        self._run = np.zeros((self._num_blocks, block_size), np.float64)
+        self._prefix = np.zeros(self._num_blocks + 1, np.float64)
+        self._prefix_stale = False
         self._max_recorded = 1.0
 
     # ----------------------------------------------------------------------------- queries
@@ -82,18 +72,18 @@ class SumTree:
         return self._capacity
 
     @property
-    def branching(self) -> int:
+    def block_size(self) -> int:
+        """Leaves per block (K)."""
         return self._k
 
     @property
-    def depth(self) -> int:
-        """Levels of K-blocks (searchsorted rounds per sample)."""
-        return len(self._key)
+    def num_blocks(self) -> int:
+        return self._num_blocks
 
     @property
     def total(self) -> float:
         """Sum of all leaves."""
-        return float(self._value[-1][0])
+        return float(self._fresh_prefix()[-1])
 
     @property
     def max_recorded(self) -> float:
@@ -103,13 +93,13 @@ class SumTree:
     @property
     def leaves(self) -> np.ndarray:
         """Read-only view of the `capacity` leaf values."""
-        view = self._value[0][: self._capacity]
+        view = self._leaves[: self._capacity]
         view.flags.writeable = False  # a view's flag; the tree's own array stays writeable
         return view
 
     def get(self, index) -> np.ndarray:
         """Leaf values at `index` (any integer array shape)."""
-        return self._value[0][self._check_index(index)]
+        return self._leaves[self._check_index(index)]
 
     # ----------------------------------------------------------------------------- updates
     def set(self, index, value) -> None:
@@ -120,70 +110,51 @@ class SumTree:
             return
         if not np.all(np.isfinite(value)) or value.min() < 0:
             raise ValueError(f"SumTree values must be finite and >= 0, got {value}.")
-        self._value[0][index] = value
+        self._leaves[index] = value
         self._max_recorded = max(self._max_recorded, float(value.max()))
-        blocks = index // self._k
-        for d in range(self.depth):
-            if self._key[d].size <= _WHOLE_LEVEL_NODES:
-                self._refresh_level(d)  # small upper levels: cheaper than gathering repeats
-            else:
-                self._refresh_blocks(d, blocks)  # repeated blocks write equal numbers
-            blocks = blocks // self._k
+        blocks = index // self._k  # repeated blocks are recomputed to the same numbers
+        self._run[blocks] = np.cumsum(self._leaves.reshape(self._num_blocks, self._k)[blocks], axis=1)
+        self._prefix_stale = True
 
     def set_one(self, index: int, value: float, refresh: bool = True) -> None:
         """`set` for one leaf, with less overhead (replay calls it on every `add`).
 
-        refresh=False only writes the leaf: the caller must call `refresh_path(index)` before the
-        tree is read again (replay does, once per leaf block, at the end of each `add`).
+        refresh=False only writes the leaf: the caller must call `refresh_block(index)` before the
+        tree is read again (replay does, once per touched block, at the end of each `add`).
         """
         index, value = int(index), float(value)
         if not 0 <= index < self._capacity:
             raise IndexError(f"SumTree index {index} out of range [0, {self._capacity}).")
         if not (value >= 0 and np.isfinite(value)):
             raise ValueError(f"SumTree values must be finite and >= 0, got {value}.")
-        self._value[0][index] = value
+        self._leaves[index] = value
         if value > self._max_recorded:
             self._max_recorded = value
         if refresh:
-            self.refresh_path(index)
+            self.refresh_block(index)
 
-    def refresh_path(self, index: int) -> None:
-        """Recomputes the blocks above leaf `index`, up to the root (slices, no fancy indexing)."""
-        k = self._k
-        block = int(index) // k
-        for d in range(self.depth):  # _refresh_blocks for one block
-            start = block * k
-            run = np.cumsum(self._value[d][start : start + k])
-            block_sum = run[-1]
-            self._excl[d][start + 1 : start + k] = run[:-1]
-            self._key[d][start : start + k] = block + run / (block_sum if block_sum > 0 else np.inf)
-            self._value[d + 1][block] = block_sum
-            block //= k
+    def refresh_block(self, index: int) -> None:
+        """Recomputes the running sums of the block holding leaf `index`; the prefix goes stale."""
+        block = int(index) // self._k
+        start = block * self._k
+        np.cumsum(self._leaves[start : start + self._k], out=self._run[block])
+        self._prefix_stale = True
 
-    def _refresh_blocks(self, d: int, blocks: np.ndarray) -> None:
-        """Recomputes excl/key of level d's `blocks` and their sums at level d + 1."""
-        nodes = blocks[:, None] * self._k + self._child_offsets  # [U, K]
-        run = np.cumsum(self._value[d][nodes], axis=1)  # running sums inside each block
-        block_sum = run[:, -1]
-        self._excl[d][nodes[:, 1:]] = run[:, :-1]
-        divisor = np.where(block_sum > 0, block_sum, np.inf)  # an empty block's keys: block + 0
-        self._key[d][nodes] = blocks[:, None] + run / divisor[:, None]
-        self._value[d + 1][blocks] = block_sum
-
-    def _refresh_level(self, d: int) -> None:
-        """`_refresh_blocks` for every block of level d, with reshapes instead of gathers."""
-        k = self._k
-        run = np.cumsum(self._value[d].reshape(-1, k), axis=1)
-        block_sum = run[:, -1]
-        self._excl[d].reshape(-1, k)[:, 1:] = run[:, :-1]
-        divisor = np.where(block_sum > 0, block_sum, np.inf)
-        self._key[d].reshape(-1, k)[...] = self._block_ids[d][:, None] + run / divisor[:, None]
-        self._value[d + 1][: block_sum.size] = block_sum
+    def _fresh_prefix(self) -> np.ndarray:
+        if self._prefix_stale:
+            np.cumsum(self._run[:, -1], out=self._prefix[1:])
+            self._prefix_stale = False
+        return self._prefix
 
     def _rebuild(self) -> None:
-        """Recomputes every level from the leaves (bitwise equal to incremental updates)."""
-        for d in range(self.depth):
-            self._refresh_level(d)
+        """Recomputes rows and prefix from the leaves (bitwise equal to incremental updates)."""
+        np.cumsum(self._leaves.reshape(self._num_blocks, self._k), axis=1, out=self._run)
+        self._prefix_stale = True
+        self._fresh_prefix()
+
+    def _arrays(self) -> list[np.ndarray]:
+        """Every stored array, prefix up to date (for consistency tests)."""
+        return [self._leaves, self._run, self._fresh_prefix()]
 
     def _check_index(self, index) -> np.ndarray:
         index = np.asarray(index)
@@ -214,31 +185,28 @@ class SumTree:
         Never returns a leaf of value 0. Returns int64 indices shaped like `targets`.
         Raises ValueError when the total is 0.
         """
-        total = float(self._value[-1][0])
-        if not total > 0:
+        prefix = self._fresh_prefix()
+        if not prefix[-1] > 0:
             raise ValueError("Cannot sample from a SumTree whose values are all 0.")
         targets = np.asarray(targets, np.float64)
         shape = targets.shape
         targets = targets.ravel()
-        top = self.depth - 1
-        # The top level is one block (block 0, sum = total): its key is v / total, below 1.
-        key = np.maximum(np.minimum(targets / total, self._key_limit[top][0]), 0.0)
-        node = np.searchsorted(self._key[top], key, side="right")
-        v = np.maximum(targets - self._excl[top][node], 0.0)
-        for d in reversed(range(top)):
-            # Search key block + v / block_sum, kept below block + 1 (the block's last key) so
-            # that rounding cannot carry it into the next block.
-            key = np.minimum(node + v / self._value[d + 1][node], self._key_limit[d][node])
-            node = np.searchsorted(self._key[d], key, side="right")
-            v = np.maximum(v - self._excl[d][node], 0.0)
-        bad = self._value[0][node] <= 0
-        if bad.any():  # cannot happen while the total is positive; kept as a guard
-            node[bad] = [self._find_exact(t) for t in targets[bad]]
-        return node.reshape(shape)
+        block = np.searchsorted(prefix, targets, side="right") - 1
+        np.clip(block, 0, self._num_blocks - 1, out=block)
+        residual = targets - prefix[block]
+        np.maximum(residual, 0.0, out=residual)  # targets below 0 count as 0
+        rows = self._run[block]  # [B, K] running sums of each target's block
+        column = np.argmax(rows > residual[:, None], axis=1)
+        index = block * self._k + column
+        found = rows[np.arange(rows.shape[0]), column] > residual  # False: rounding (see docstring)
+        if not found.all():
+            bad = ~found
+            index[bad] = [self._find_exact(t) for t in targets[bad]]
+        return index.reshape(shape)
 
     def _find_exact(self, target: float) -> int:
         """Slow scalar fallback: the leaf for `target`, clipped to the nearest positive leaf."""
-        leaves = self._value[0]
+        leaves = self._leaves
         i = int(np.searchsorted(np.cumsum(leaves), target, side="right"))
         positive = np.flatnonzero(leaves > 0)
         j = min(int(np.searchsorted(positive, i)), positive.size - 1)
@@ -248,7 +216,7 @@ class SumTree:
     def to_arrays(self, prefix: str = "sum_tree") -> dict[str, np.ndarray]:
         """The leaves and `max_recorded`, for np.savez (inner levels are rebuilt on load)."""
         return {
-            f"{prefix}_leaves": self._value[0][: self._capacity],
+            f"{prefix}_leaves": self._leaves[: self._capacity],
             f"{prefix}_max_recorded": np.array(self._max_recorded, np.float64),
         }
 
@@ -268,6 +236,6 @@ class SumTree:
         max_recorded = float(np.asarray(arrays[names[1]]))
         if not (np.all(np.isfinite(leaves)) and leaves.min(initial=0.0) >= 0 and np.isfinite(max_recorded)):
             raise ValueError(f"SumTree arrays{where} hold negative or non-finite values.")
-        self._value[0][: self._capacity] = leaves
+        self._leaves[: self._capacity] = leaves
         self._max_recorded = max_recorded
         self._rebuild()

@@ -41,9 +41,9 @@ def test_tree_holds_exactly_the_valid_slots_through_wrap_around(stack_size, upda
             batch = buffer.sample(rng, 8)
             buffer.update_priorities(batch.index, rng.random(8) + 0.01)
     tree = buffer.sum_tree  # inner levels kept up to date: equal to a rebuild from the leaves
-    arrays = [a.copy() for a in tree._value + tree._excl + tree._key]
+    arrays = [a.copy() for a in tree._arrays()]
     tree._rebuild()
-    for before, after in zip(arrays, tree._value + tree._excl + tree._key):
+    for before, after in zip(arrays, tree._arrays()):
         np.testing.assert_array_equal(before, after)
 
 

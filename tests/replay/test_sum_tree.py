@@ -17,16 +17,16 @@ def brute_find(leaves: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
 def assert_consistent(tree: SumTree) -> None:
     """Incremental updates equal a rebuild from the leaves, bitwise."""
-    arrays = [a.copy() for a in tree._value + tree._excl + tree._key]
+    arrays = [a.copy() for a in tree._arrays()]
     tree._rebuild()
-    for before, after in zip(arrays, tree._value + tree._excl + tree._key):
+    for before, after in zip(arrays, tree._arrays()):
         np.testing.assert_array_equal(before, after)
 
 
-@pytest.mark.parametrize("capacity,branching", [(1, 2), (7, 2), (100, 3), (1000, 32), (5000, 32), (33, 32)])
-def test_find_matches_brute_force(capacity, branching):
+@pytest.mark.parametrize("capacity,block_size", [(1, 2), (7, 2), (100, 3), (1000, 32), (5000, 32), (33, 32)])
+def test_find_matches_brute_force(capacity, block_size):
     rng = np.random.default_rng(capacity)
-    tree = SumTree(capacity, branching)
+    tree = SumTree(capacity, block_size)
     # Integer priorities (some 0) make every sum exact, so the answer is unambiguous.
     leaves = rng.integers(0, 5, capacity).astype(np.float64)
     leaves[rng.integers(0, capacity)] = 3.0
@@ -41,7 +41,7 @@ def test_find_matches_brute_force(capacity, branching):
 def test_sample_frequencies_chi_square(stratified):
     rng = np.random.default_rng(1234)
     capacity = 300
-    tree = SumTree(capacity, branching=8)
+    tree = SumTree(capacity, block_size=8)
     priorities = rng.gamma(1.0, size=capacity)
     priorities[rng.random(capacity) < 0.2] = 0.0  # zero priority: never sampled
     tree.set(np.arange(capacity), priorities)
@@ -128,7 +128,7 @@ def test_wrap_around_reuse_of_leaves():
     """A replay reuses leaves as its cursor wraps: zero them and set them again many times."""
     rng = np.random.default_rng(5)
     capacity = 50
-    tree = SumTree(capacity, branching=4)
+    tree = SumTree(capacity, block_size=4)
     reference = np.zeros(capacity)
     for t in range(500):
         slot = t % capacity
@@ -153,7 +153,7 @@ def test_save_load_arrays_round_trip():
     tree.set(rng.integers(0, 777, 300), rng.random(300) * 4)
     restored = SumTree(777)
     restored.load_arrays(tree.to_arrays())
-    for x, y in zip(tree._value + tree._key + tree._excl, restored._value + restored._key + restored._excl):
+    for x, y in zip(tree._arrays(), restored._arrays()):
         np.testing.assert_array_equal(x, y)
     assert restored.max_recorded == tree.max_recorded
     targets = rng.random(64) * tree.total
