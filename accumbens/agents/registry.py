@@ -16,6 +16,7 @@ import numpy as np
 PACKAGED_AGENTS: dict[str, str] = {
     "dqn": "accumbens.agents.dqn:DQNAgent",
     "rainbow": "accumbens.agents.rainbow:RainbowAgent",
+    "pessimistic": "accumbens.agents.pessimistic:PessimisticAgent",
 }
 
 _REGISTRY: dict[str, Callable[[], Callable]] = {}
