@@ -15,6 +15,7 @@ from accumbens.replay.circular import ReplayBuffer
 from accumbens.replay.dataset import DatasetBatch, DatasetWriter, FixedReplayBuffer
 from accumbens.replay.factory import REPLAY_SCHEMES, create_replay
 from accumbens.replay.prioritized import PrioritizedReplayBuffer
+from accumbens.replay.sequence import SequenceBatch, SequenceReplayBuffer
 from accumbens.replay.sum_tree import SumTree
 
 __all__ = [
@@ -26,6 +27,8 @@ __all__ = [
     "REPLAY_SCHEMES",
     "ReplayBuffer",
     "ReplayCheckpointError",
+    "SequenceBatch",
+    "SequenceReplayBuffer",
     "SumTree",
     "create_replay",
     "jax_sum_tree",
