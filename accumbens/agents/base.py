@@ -11,7 +11,7 @@ stateful shell) and the compiled runner (under `jit`/`vmap`/`lax.scan`) both cal
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 
@@ -28,6 +28,10 @@ class Agent(NamedTuple):
     init: Callable[[PRNGKey, tuple, int], AgentState]
     act: Callable[[AgentState, jax.Array, PRNGKey, bool], jax.Array]
     update: Callable[[AgentState, Batch, PRNGKey], tuple[AgentState, Metrics]]
+    # Optional: policy(state, observation, training) -> the action probabilities [..., A] that `act`
+    # samples from. Recorded datasets use it for the behaviour probability mu(a|s) of each taken
+    # action; None (the default) records NaN, "unknown".
+    policy: Optional[Callable[[AgentState, jax.Array, bool], jax.Array]] = None
 
 
 __all__ = ["Agent", "AgentState", "Batch", "Metrics", "PRNGKey"]

@@ -80,6 +80,12 @@ class HostAgent:
         self._loss_count = 0
         self._act_fn = jax.jit(self._act, static_argnames="training")
         self._update_and_act_fn = jax.jit(self._update_and_act)
+        self._update_fn = jax.jit(self._update)
+        # Optional dataset recording (Runner.record_dataset_dir): a replay.dataset.DatasetWriter
+        # that receives every training transition with mu(a|s) from `agent.policy` (NaN if None).
+        self.recorder = None
+        self._last_probability = float("nan")
+        self._policy_fn = jax.jit(self._policy, static_argnames="training") if agent.policy is not None else None
 
     # ----- compiled bodies -------------------------------------------------------------
     def _act(self, state, rng, observation, env_steps, training: bool):
@@ -95,6 +101,33 @@ class HostAgent:
         action = self.agent.act(state, observation, act_key, True)
         return state, rng, action, metrics
 
+    def _update(self, state, rng, batch, env_steps):
+        state = state.replace(env_steps=jax.numpy.asarray(env_steps, jax.numpy.int32))
+        rng, update_key = jax.random.split(rng)
+        state, metrics = self.agent.update(state, batch, update_key)
+        return state, rng, metrics
+
+    def _policy(self, state, observation, env_steps, training: bool):
+        state = state.replace(env_steps=jax.numpy.asarray(env_steps, jax.numpy.int32))
+        return self.agent.policy(state, observation, training)
+
+    # ----- offline learning --------------------------------------------------------------
+    def learn(self, num_updates: int) -> None:
+        """`num_updates` gradient steps on batches sampled from replay, without acting (offline).
+
+        Each update advances the step counter by `update_period`, as `update_period` agent steps
+        do online, so target syncs keep their online spacing in updates (one per
+        `target_update_period / update_period` updates). Losses go to `pop_training_metrics`.
+        """
+        for _ in range(int(num_updates)):
+            batch = self.replay.sample(self._sample_rng, self.batch_size)
+            self.state, self._rng, metrics = self._update_fn(self.state, self._rng, batch, self.env_steps)
+            if self._prioritized:
+                self.replay.update_priorities(batch.index, np.asarray(metrics["priorities"]))
+            self._loss_sum += float(metrics["loss"])
+            self._loss_count += 1
+            self.env_steps += self.update_period
+
     # ----- Dopamine verbs ----------------------------------------------------------------
     def begin_episode(self, observation: np.ndarray) -> int:
         """Starts an episode at `observation`; returns the first action."""
@@ -105,6 +138,9 @@ class HostAgent:
         """Records the last transition (training mode), learns if due, returns the next action."""
         if not self.eval_mode:
             self.replay.add(self._last_observation, self._last_action, reward, False, False)
+            if self.recorder is not None:
+                self.recorder.add(self._last_observation, self._last_action, reward,
+                                  behaviour_probability=self._last_probability)
         return self._select(observation)
 
     def end_episode(self, reward: float, terminated: bool, final_observation: np.ndarray) -> None:
@@ -118,6 +154,10 @@ class HostAgent:
                 not terminated,
                 final_observation=final_observation,
             )
+            if self.recorder is not None:
+                self.recorder.add(self._last_observation, self._last_action, reward, bool(terminated),
+                                  not terminated, final_observation=final_observation,
+                                  behaviour_probability=self._last_probability)
 
     def _select(self, observation: np.ndarray) -> int:
         observation = np.asarray(observation, self.observation_dtype)
@@ -138,6 +178,9 @@ class HostAgent:
             self._loss_count += 1
         else:
             action, self._rng = self._act_fn(self.state, self._rng, self._stack, self.env_steps, training=True)
+        if self.recorder is not None and not self.eval_mode and self._policy_fn is not None:
+            probabilities = self._policy_fn(self.state, self._stack, self.env_steps, training=True)
+            self._last_probability = float(probabilities[int(action)])
         if not self.eval_mode:
             self.env_steps += 1
         self._last_action = int(action)

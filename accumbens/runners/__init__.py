@@ -3,6 +3,7 @@
   'host'      `runner.Runner`: Dopamine's host loop over a gymnasium environment.
   'compiled'  `compiled.CompiledRunner`: the whole loop under jit on a gymnax environment, many
               seeds at once (vmap), sharded over all visible devices.
+  'offline'   `offline.OfflineRunner`: gradient steps on a fixed dataset, then online evaluation.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from accumbens.runners.runner import ConfigMismatchError, Runner
 RUNNERS: dict[str, str] = {
     "host": "accumbens.runners.runner:Runner",
     "compiled": "accumbens.runners.compiled:CompiledRunner",
+    "offline": "accumbens.runners.offline:OfflineRunner",
 }
 
 

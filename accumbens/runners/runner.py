@@ -100,6 +100,7 @@ class Runner:
         checkpoints_to_keep: int = 3,
         progress_bar: Optional[bool] = None,
         tensorboard: bool = True,
+        record_dataset_dir: Optional[str] = None,
     ):
         if num_iterations < 1 or training_steps < 0 or evaluation_steps < 0 or max_steps_per_episode < 1:
             raise ValueError(
@@ -127,6 +128,14 @@ class Runner:
         )
         claim_base_dir(self.base_dir, gin.operative_config_str())
         self.checkpoints = CheckpointManager(os.path.join(self.base_dir, "checkpoints"), keep=checkpoints_to_keep)
+        self.recorder = None  # record_dataset_dir: training transitions also go to a dataset
+        if record_dataset_dir:
+            from accumbens.replay.dataset import open_run_recorder  # noqa: PLC0415
+
+            self.recorder = open_run_recorder(
+                record_dataset_dir, self.base_dir, space.shape, space.dtype, int(self.environment.action_space.n),
+                metadata={"seed": seed, "config": gin.operative_config_str()})
+            self.agent.recorder = self.recorder
 
     # ----- episodes and phases ----------------------------------------------------------
     def _run_episode(self, first_seed: Optional[int], progress) -> tuple[int, float]:
@@ -170,6 +179,8 @@ class Runner:
         """One training phase and one evaluation phase; returns the iteration's record."""
         record = {"iteration": iteration}
         record.update(self._run_phase(iteration, 0, self.training_steps, "train"))
+        if self.recorder is not None:
+            self.recorder.flush(tag=iteration)  # before the checkpoint: resume truncates to it
         record.update(self.agent.pop_training_metrics())
         if self.evaluation_steps > 0:
             record.update(self._run_phase(iteration, 1, self.evaluation_steps, "eval"))
@@ -188,6 +199,8 @@ class Runner:
     def run_experiment(self) -> list[dict]:
         """Runs (or resumes) the experiment; returns the records of the iterations run now."""
         start = self._restore()
+        if self.recorder is not None:
+            self.recorder.truncate_before_tag(start)
         writer = StatisticsWriter(self.base_dir, resume_after_iteration=start - 1 if start else None, tensorboard=self.tensorboard)
         if start >= self.num_iterations:
             print(f"[accumbens] {self.base_dir}: all {self.num_iterations} iterations already complete")
@@ -201,10 +214,14 @@ class Runner:
                 writer.write(record)
                 self._save(iteration)
                 records.append(record)
-                print(_summary(record), flush=True)
+                print(self.summary(record), flush=True)
         finally:
             writer.close()
         return records
+
+    def summary(self, record: dict) -> str:
+        """The one-line progress message printed after each iteration."""
+        return _summary(record)
 
 
 def _summary(record: dict) -> str:
