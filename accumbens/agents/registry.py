@@ -16,6 +16,7 @@ import numpy as np
 PACKAGED_AGENTS: dict[str, str] = {
     "dqn": "accumbens.agents.dqn:DQNAgent",
     "rainbow": "accumbens.agents.rainbow:RainbowAgent",
+    "hyperbolic": "accumbens.agents.hyperbolic:HyperbolicAgent",
     "cop_td": "accumbens.agents.cop_td:COPTDAgent",
     "pessimistic": "accumbens.agents.pessimistic:PessimisticAgent",
 }

@@ -12,6 +12,8 @@ Families and names (see each module for its options):
   gym:CartPole-v1                   gymnasium classic control with discrete actions (`gym.py`).
   memory:corridor, memory:corridor-100
                                     the memory corridor of issue 6 (`memory.py`).
+  pathworld:paths                   paths of different delays under an uncertain hazard, for the
+                                    hyperbolic-discounting check (`pathworld.py`).
 
 Every environment is a gymnasium `Env` with a `Discrete` action space that keeps `terminated`
 (a true end: do not bootstrap) apart from `truncated` (a time limit: bootstrap).
@@ -33,7 +35,7 @@ from typing import Any
 import gin
 import gymnasium
 
-from accumbens.environments import atari, gym, memory, minatar
+from accumbens.environments import atari, gym, memory, minatar, pathworld
 from accumbens.environments.jax_envs import create_jax_environment
 
 __all__ = ["FAMILIES", "create_environment", "create_jax_environment", "parse_name"]
@@ -44,7 +46,7 @@ __all__ = ["FAMILIES", "create_environment", "create_jax_environment", "parse_na
 #   make(game: str, **kwargs) -> gymnasium.Env  the environment for a canonical game.
 # Importing the modules registers their gin configurables; the heavy packages behind them
 # (minatar imports matplotlib) are imported only when an environment is made.
-FAMILIES: dict[str, ModuleType] = {"atari": atari, "gym": gym, "memory": memory, "minatar": minatar}
+FAMILIES: dict[str, ModuleType] = {"atari": atari, "gym": gym, "memory": memory, "minatar": minatar, "pathworld": pathworld}
 
 
 def _family_module(family: str, name: str) -> ModuleType:
