@@ -4,6 +4,8 @@
   'compiled'  `compiled.CompiledRunner`: the whole loop under jit on a gymnax environment, many
               seeds at once (vmap), sharded over all visible devices.
   'offline'   `offline.OfflineRunner`: gradient steps on a fixed dataset, then online evaluation.
+  'multi_seed' `multi_seed.MultiSeedRunner`: the host loop for several seeds in one process
+              (batched acting, vmapped updates, update overlapped with environment steps).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ RUNNERS: dict[str, str] = {
     "host": "accumbens.runners.runner:Runner",
     "compiled": "accumbens.runners.compiled:CompiledRunner",
     "offline": "accumbens.runners.offline:OfflineRunner",
+    "multi_seed": "accumbens.runners.multi_seed:MultiSeedRunner",
 }
 
 
