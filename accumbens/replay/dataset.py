@@ -265,6 +265,16 @@ class DatasetWriter:
             if os.path.exists(path):
                 os.remove(path)
 
+    def truncate_before_tag(self, tag: int) -> None:
+        """Keeps the chunks up to the last one tagged with an integer below `tag` (the chunks written
+        while an iteration ran are untagged until its tagged closing chunk). A run resuming at
+        iteration k calls `truncate_before_tag(k)`: what was recorded after the checkpoint goes."""
+        keep = 0
+        for i, chunk in enumerate(self.manifest["chunks"]):
+            if isinstance(chunk["tag"], int) and chunk["tag"] < tag:
+                keep = i + 1
+        self.truncate(keep)
+
     def close(self, tag: Any = None) -> None:
         """Flushes what is buffered. An episode still open stays open (its last steps unusable)."""
         self.flush(tag)
@@ -274,6 +284,26 @@ class DatasetWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def open_run_recorder(directory: str, run_dir: str, observation_shape: Sequence[int], observation_dtype: Any,
+                      num_actions: int, metadata: Optional[Mapping[str, Any]] = None,
+                      chunk_size: int = 100_000) -> DatasetWriter:
+    """The writer with which a run in `run_dir` records its training transitions to `directory`.
+
+    Appends to a dataset that the same run started (resumption); refuses one recorded by another
+    run, so that a resumed run's truncation can never delete someone else's data.
+    """
+    run_dir = os.path.abspath(run_dir)
+    if os.path.exists(os.path.join(directory, MANIFEST)):
+        recorded_by = read_manifest(directory).get("metadata", {}).get("run_dir")
+        if recorded_by != run_dir:
+            raise DatasetError(
+                f"{directory} holds a dataset recorded by run {recorded_by!r}, not {run_dir!r}; record to "
+                "a new directory."
+            )
+    return DatasetWriter(directory, observation_shape, observation_dtype, num_actions, chunk_size=chunk_size,
+                         metadata={**(metadata or {}), "run_dir": run_dir}, resume=True)
 
 
 def _last_slot_is_final(directory: str, chunk: Mapping[str, Any]) -> bool:
@@ -542,6 +572,7 @@ __all__ = [
     "epsilon_greedy_probability",
     "iter_chunks",
     "load_dataset",
+    "open_run_recorder",
     "read_manifest",
     "slot_layout",
 ]
