@@ -34,7 +34,7 @@ RESULTS = os.path.join(HERE, "results", "compiled_throughput.json")
 PAPER_STEPS = 5_000_000
 
 
-def _configure(capacity: int, min_replay: int) -> None:
+def _configure(capacity: int, min_replay: int, conv_impl: str = "xla", bindings: tuple = ()) -> None:
     from accumbens import train
 
     train.parse_config(
@@ -43,16 +43,20 @@ def _configure(capacity: int, min_replay: int) -> None:
             "create_environment.name = 'minatar:breakout'",
             f"ReplayBuffer.capacity = {capacity}",
             f"DQNAgent.min_replay_history = {min_replay}",
+            f"MinAtarCNN.conv_impl = '{conv_impl}'",
+            *bindings,
         ],
     )
 
 
-def compiled_case(num_seeds: int, steps: int, capacity: int, num_envs: int, unroll: int = 1) -> dict:
+def compiled_case(
+    num_seeds: int, steps: int, capacity: int, num_envs: int, unroll: int = 1, conv_impl: str = "xla", bindings: tuple = ()
+) -> dict:
     import jax
 
     from accumbens.runners.compiled import CompiledRunner
 
-    _configure(capacity, min(5000, steps))
+    _configure(capacity, min(5000, steps), conv_impl, bindings)
     with tempfile.TemporaryDirectory() as tmp:
         runner = CompiledRunner(
             tmp, num_seeds=num_seeds, num_envs=num_envs, training_steps=steps, evaluation_steps=0,
@@ -72,6 +76,7 @@ def compiled_case(num_seeds: int, steps: int, capacity: int, num_envs: int, unro
     per_seed = runner.steps_per_phase / seconds
     return {
         "runner": "compiled",
+        "conv_impl": conv_impl,
         "num_seeds": num_seeds,
         "num_envs": num_envs,
         "scan_unroll": unroll,
@@ -85,16 +90,17 @@ def compiled_case(num_seeds: int, steps: int, capacity: int, num_envs: int, unro
     }
 
 
-def host_case(steps: int, capacity: int) -> dict:
+def host_case(steps: int, capacity: int, bindings: tuple = ()) -> dict:
     from accumbens.runners.runner import Runner
 
-    _configure(capacity, min(5000, steps))
+    _configure(capacity, min(5000, steps), "xla", bindings)
     with tempfile.TemporaryDirectory() as tmp:
         runner = Runner(tmp, num_iterations=2, training_steps=steps, evaluation_steps=0, tensorboard=False, progress_bar=False)
         records = runner.run_experiment()
     timed = records[1]
     return {
         "runner": "host",
+        "conv_impl": "xla",
         "num_seeds": 1,
         "num_envs": 1,
         "devices": 1,
@@ -116,6 +122,8 @@ def main(argv=None) -> int:
     parser.add_argument("--num_envs", type=int, default=1, help="environments per seed (compiled)")
     parser.add_argument("--unroll", type=int, default=1, help="lax.scan unroll of the compiled training loop")
     parser.add_argument("--no_host", action="store_true", help="skip the host runner")
+    parser.add_argument("--conv_impls", default="xla", help="MinAtarCNN.conv_impl values to compare (compiled), e.g. xla,patches")
+    parser.add_argument("--bindings", nargs="*", default=[], help="extra gin bindings for every case")
     parser.add_argument("--output", default=RESULTS)
     args = parser.parse_args(argv)
 
@@ -143,32 +151,34 @@ def main(argv=None) -> int:
             json.dump(payload, f, indent=1)
 
     if not args.no_host:
-        results.append(host_case(args.host_steps, args.capacity))
+        results.append(host_case(args.host_steps, args.capacity, tuple(args.bindings)))
         print(f"host: {results[-1]['steps_per_second_aggregate']:.0f} steps/s", flush=True)
         save()
-    for num_seeds in [int(s) for s in args.seeds.split(",") if s]:
-        results.append(compiled_case(num_seeds, args.steps, args.capacity, args.num_envs, args.unroll))
+    cases = [(n, impl) for n in [int(s) for s in args.seeds.split(",") if s] for impl in args.conv_impls.split(",")]
+    for num_seeds, conv_impl in cases:
+        results.append(compiled_case(num_seeds, args.steps, args.capacity, args.num_envs, args.unroll, conv_impl, tuple(args.bindings)))
         r = results[-1]
-        print(f"compiled x{num_seeds}: {r['steps_per_second_aggregate']:.0f} steps/s aggregate "
+        print(f"compiled x{num_seeds} ({conv_impl}): {r['steps_per_second_aggregate']:.0f} steps/s aggregate "
               f"({r['seconds']:.2f} s timed, first phase incl. compile {r['first_phase_seconds_incl_compile']:.1f} s)", flush=True)
         save()
 
     host_rate = next((r["steps_per_second_aggregate"] for r in results if r["runner"] == "host"), None)
-    header = f"{'runner':<9} {'seeds':>5} {'steps/seed':>10} {'updates':>8} {'seconds':>8} {'steps/s/seed':>12} {'steps/s total':>13} {'x host':>8}"
+    header = f"{'runner':<9} {'conv':<7} {'seeds':>5} {'steps/seed':>10} {'updates':>8} {'seconds':>8} {'steps/s/seed':>12} {'steps/s total':>13} {'x host':>8}"
     lines = [f"DQN, MinAtar Breakout, MinAtar hyperparameters (update every step, replay {args.capacity}); "
              f"{device.platform} {getattr(device, 'device_kind', '')} x{len(jax.devices())}", header, "-" * len(header)]
     for r in results:
         ratio = f"{r['steps_per_second_aggregate'] / host_rate:8.1f}" if host_rate else f"{'-':>8}"
         lines.append(
-            f"{r['runner']:<9} {r['num_seeds']:>5} {r['steps_per_seed']:>10} {r['updates_per_seed']:>8} {r['seconds']:>8.2f} "
+            f"{r['runner']:<9} {r.get('conv_impl', 'xla'):<7} {r['num_seeds']:>5} {r['steps_per_seed']:>10} {r['updates_per_seed']:>8} {r['seconds']:>8.2f} "
             f"{r['steps_per_second_per_seed']:>12.0f} {r['steps_per_second_aggregate']:>13.0f} {ratio}"
         )
     extrapolation = {}
     for r in results:
         if r["runner"] == "compiled" and r["num_seeds"] == 64:
             minutes = PAPER_STEPS / r["steps_per_second_per_seed"] / 60
-            extrapolation = {"num_seeds": 64, "steps_per_seed": PAPER_STEPS, "minutes_extrapolated": minutes}
-            lines.append(f"64 seeds x 5M steps: {minutes:.1f} min (extrapolated from the measured rate; training phases only)")
+            if not extrapolation or minutes < extrapolation["minutes_extrapolated"]:
+                extrapolation = {"num_seeds": 64, "steps_per_seed": PAPER_STEPS, "conv_impl": r["conv_impl"], "minutes_extrapolated": minutes}
+            lines.append(f"64 seeds x 5M steps ({r['conv_impl']}): {minutes:.1f} min (extrapolated from the measured rate; training phases only)")
     print("\n".join(lines))
     payload["extrapolation_5M_64_seeds"] = extrapolation
     save()
