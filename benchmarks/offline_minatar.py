@@ -1,0 +1,243 @@
+"""Deep FDPO on MinAtar: naive, uncertainty-aware, proximal and imitation on fixed datasets.
+
+Buckman, Gelada & Bellemare (2020), Sec. 6, on the paper's four MinAtar games (Asterix, Breakout,
+Freeway, SpaceInvaders), with the gin configs in accumbens/configs/pessimistic/ and the offline
+runner. Each (game, algorithm, seed) is one `python -m accumbens.train` process in
+`<runs>/<game>/<dataset>/<algorithm>/seed_<k>`; a finished run is skipped and an interrupted one
+resumes, so the sweep can be spread over several commands. The score of a run is the mean online
+evaluation return of its last `--final_iterations` iterations; the table gives, per game and
+algorithm, the mean over seeds with a 95% t-interval across seeds, next to the behaviour policy's
+own mean episode return in the dataset (complete episodes).
+
+Datasets come from the offline helper's build command (`python -m accumbens.build_datasets`,
+epsilon-greedy rollouts of a partly trained DQN); `--build` runs it for missing games first
+(see `build_command`).
+
+    # tiny CPU check (minutes): tiny datasets, 2 iterations of 100 updates, batch 32
+    python benchmarks/offline_minatar.py --tiny --runs /tmp/fdpo_tiny --datasets /tmp/fdpo_tiny/data --build
+    # the GPU sweep (4 games x 4 algorithms x 3 seeds)
+    python benchmarks/offline_minatar.py --build --workers 8
+Writes offline_minatar.json and offline_minatar.png under benchmarks/results/ (or --out).
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+GAMES = ("asterix", "breakout", "freeway", "space_invaders")
+ALGORITHMS = ("naive", "uncertainty", "proximal", "imitation")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def build_command(game: str, datasets: str, args: argparse.Namespace) -> list[str]:
+    """The offline helper's dataset build command for one game (writes <datasets>/<game>/<name>)."""
+    command = [
+        sys.executable, "-m", "accumbens.build_datasets",
+        "--env", f"minatar:{game}",
+        "--out", os.path.join(datasets, game),
+        "--epsilons", *[str(e) for e in args.build_epsilons],
+        "--steps", str(args.dataset_steps),
+        "--dqn_steps", str(args.dqn_steps),
+        "--seed", "0",
+    ]
+    return command
+
+
+def dataset_dir(datasets: str, game: str, dataset: str) -> str:
+    return os.path.join(datasets, game, dataset)
+
+
+def run_command(game: str, algorithm: str, seed: int, args: argparse.Namespace) -> tuple[str, list[str]]:
+    """(base_dir, argv) of one offline run."""
+    base_dir = os.path.join(args.runs, game, args.dataset, algorithm, f"seed_{seed}")
+    bindings = [
+        f"create_environment.name = 'minatar:{game}'",
+        f"OfflineRunner.dataset_dir = '{dataset_dir(args.datasets, game, args.dataset)}'",
+        f"OfflineRunner.num_iterations = {args.iterations}",
+        f"OfflineRunner.training_steps = {args.training_steps}",
+        f"OfflineRunner.evaluation_steps = {args.evaluation_steps}",
+        f"OfflineRunner.seed = {seed}",
+        "OfflineRunner.progress_bar = False",
+        "OfflineRunner.tensorboard = False",
+        f"PessimisticAgent.batch_size = {args.batch_size}",
+        f"PessimisticAgent.target_update_period = {args.target_update_period}",
+    ]
+    argv = [
+        sys.executable, "-m", "accumbens.train",
+        "--base_dir", base_dir,
+        "--gin_files", f"pessimistic/{algorithm}_minatar",
+        "--gin_bindings", *bindings,
+    ]
+    return base_dir, argv
+
+
+def read_records(base_dir: str) -> list[dict]:
+    path = os.path.join(base_dir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def execute(job: tuple[str, list[str]], iterations: int) -> tuple[str, float, int]:
+    """Runs one job unless it already finished; returns (base_dir, seconds, return code)."""
+    base_dir, argv = job
+    if len(read_records(base_dir)) >= iterations:
+        return base_dir, 0.0, 0
+    os.makedirs(base_dir, exist_ok=True)
+    env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")  # several runs share one GPU
+    start = time.time()
+    with open(os.path.join(base_dir, "stdout.log"), "a") as log:
+        code = subprocess.call(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return base_dir, time.time() - start, code
+
+
+def behaviour_return(directory: str) -> float:
+    """Mean undiscounted return of the dataset's complete episodes (NaN if none)."""
+    from accumbens.replay import dataset as dataset_lib
+
+    data = dataset_lib.load_dataset(directory, ["reward", "terminated", "truncated", "is_final"])
+    ends = np.flatnonzero((data["terminated"] | data["truncated"]) & ~data["is_final"])
+    if ends.size == 0:
+        return float("nan")
+    cumulative = np.concatenate([[0.0], np.cumsum(data["reward"].astype(np.float64))])
+    starts = np.concatenate([[0], ends[:-1] + 2])  # each end is followed by a final-observation slot
+    return float(np.mean(cumulative[ends + 1] - cumulative[starts]))
+
+
+def t_interval(values: np.ndarray) -> float:
+    from scipy import stats
+
+    if values.size < 2:
+        return float("nan")
+    return float(stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size))
+
+
+def collect(args: argparse.Namespace) -> dict:
+    result = {"paper": "Buckman, Gelada, Bellemare 2020, arXiv:2009.06799, Sec. 6 (MinAtar)", "settings": {
+        k: getattr(args, k) for k in ("dataset", "iterations", "training_steps", "evaluation_steps", "batch_size",
+                                      "target_update_period", "final_iterations", "seeds")}, "games": {}}
+    for game in args.games:
+        entry = {}
+        try:
+            entry["behaviour_return"] = behaviour_return(dataset_dir(args.datasets, game, args.dataset))
+        except Exception as e:  # noqa: BLE001 - reported, not fatal
+            entry["behaviour_return"] = float("nan")
+            entry["behaviour_error"] = str(e)
+        for algorithm in args.algorithms:
+            scores = []
+            for seed in args.seeds:
+                base_dir, _ = run_command(game, algorithm, seed, args)
+                records = [r for r in read_records(base_dir) if "eval_return_mean" in r]
+                if len(records) >= args.iterations:
+                    scores.append(float(np.mean([r["eval_return_mean"] for r in records[-args.final_iterations:]])))
+            values = np.array(scores)
+            entry[algorithm] = {
+                "per_seed": scores,
+                "mean": float(values.mean()) if values.size else float("nan"),
+                "ci95": t_interval(values),
+            }
+        result["games"][game] = entry
+    return result
+
+
+def print_table(result: dict, algorithms) -> None:
+    header = f"{'game':<15}{'behaviour':>11}" + "".join(f"{a:>20}" for a in algorithms)
+    print(header)
+    for game, entry in result["games"].items():
+        row = f"{game:<15}{entry['behaviour_return']:>11.2f}"
+        for algorithm in algorithms:
+            cell = entry[algorithm]
+            row += f"{cell['mean']:>11.2f} ± {cell['ci95']:<5.2f}({len(cell['per_seed'])})"
+        print(row)
+
+
+def plot(result: dict, algorithms, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    games = list(result["games"])
+    fig, axes = plt.subplots(1, len(games), figsize=(3.2 * len(games), 3.6), squeeze=False)
+    colors = {"naive": "tab:red", "uncertainty": "tab:blue", "proximal": "tab:purple", "imitation": "tab:green"}
+    for ax, game in zip(axes[0], games):
+        entry = result["games"][game]
+        means = [entry[a]["mean"] for a in algorithms]
+        errors = [0.0 if np.isnan(entry[a]["ci95"]) else entry[a]["ci95"] for a in algorithms]
+        ax.bar(range(len(algorithms)), means, yerr=errors, color=[colors.get(a, "0.5") for a in algorithms], capsize=3)
+        for a_index, algorithm in enumerate(algorithms):
+            ax.scatter([a_index] * len(entry[algorithm]["per_seed"]), entry[algorithm]["per_seed"], color="k", s=8, zorder=3)
+        if np.isfinite(entry["behaviour_return"]):
+            ax.axhline(entry["behaviour_return"], color="k", linestyle="--", linewidth=1, label="behaviour (data)")
+        ax.set_xticks(range(len(algorithms)))
+        ax.set_xticklabels(algorithms, rotation=30, fontsize=8)
+        ax.set_title(game)
+    axes[0][0].set_ylabel("final online return")
+    axes[0][0].legend(fontsize=7)
+    settings = result["settings"]
+    fig.suptitle(f"Offline MinAtar, dataset {settings['dataset']}; mean and 95% CI over {len(settings['seeds'])} seeds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--games", nargs="+", default=list(GAMES), choices=GAMES)
+    parser.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS), choices=ALGORITHMS)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--datasets", default=os.path.join(REPO, "datasets", "minatar"))
+    parser.add_argument("--dataset", default="eps_0.5", help="which dataset of each game (a folder name)")
+    parser.add_argument("--runs", default=os.path.join(REPO, "runs", "offline_minatar"))
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--training_steps", type=int, default=5000, help="gradient steps per iteration")
+    parser.add_argument("--evaluation_steps", type=int, default=5000)
+    parser.add_argument("--batch_size", type=int, default=256)
+    parser.add_argument("--target_update_period", type=int, default=1000)
+    parser.add_argument("--final_iterations", type=int, default=3, help="iterations averaged for the final score")
+    parser.add_argument("--workers", type=int, default=1, help="runs in parallel")
+    parser.add_argument("--build", action="store_true", help="build missing datasets first")
+    parser.add_argument("--build_epsilons", nargs="+", type=float, default=[0.0, 0.1, 0.5, 1.0])
+    parser.add_argument("--dataset_steps", type=int, default=100_000)
+    parser.add_argument("--dqn_steps", type=int, default=500_000)
+    parser.add_argument("--collect_only", action="store_true", help="only tabulate finished runs")
+    parser.add_argument("--tiny", action="store_true", help="CPU smoke size: overrides the budget flags")
+    args = parser.parse_args()
+    if args.tiny:
+        args.iterations, args.training_steps, args.evaluation_steps = 2, 100, 300
+        args.batch_size, args.target_update_period, args.final_iterations = 32, 50, 1
+        args.dataset_steps, args.dqn_steps = 3000, 2000
+        args.build_epsilons = [0.5]
+    if not args.collect_only:
+        if args.build:
+            for game in args.games:
+                if not os.path.exists(os.path.join(dataset_dir(args.datasets, game, args.dataset), "manifest.json")):
+                    command = build_command(game, args.datasets, args)
+                    print("building:", " ".join(command), flush=True)
+                    subprocess.check_call(command, cwd=REPO)
+        jobs = [run_command(g, a, s, args) for g in args.games for a in args.algorithms for s in args.seeds]
+        start = time.time()
+        with concurrent.futures.ThreadPoolExecutor(args.workers) as pool:
+            for base_dir, seconds, code in pool.map(lambda job: execute(job, args.iterations), jobs):
+                status = "ok" if code == 0 else f"FAILED (exit {code}; see {base_dir}/stdout.log)"
+                print(f"{os.path.relpath(base_dir, args.runs)}: {status}, {seconds:.0f} s "
+                      f"[{time.time() - start:.0f} s elapsed]", flush=True)
+    result = collect(args)
+    print_table(result, args.algorithms)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "offline_minatar.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    plot(result, args.algorithms, os.path.join(args.out, "offline_minatar.png"))
+    print(f"wrote {args.out}/offline_minatar.json and .png")
+
+
+if __name__ == "__main__":
+    main()
