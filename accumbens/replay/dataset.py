@@ -242,6 +242,11 @@ class DatasetWriter:
         self.manifest["open_episode"] = not bool(arrays["is_final"][-1])
         self._write_manifest()
 
+    def update_metadata(self, **entries: Any) -> None:
+        """Adds JSON-serialisable `entries` to the manifest's metadata and rewrites it (atomically)."""
+        self.manifest["metadata"].update(entries)
+        self._write_manifest()
+
     def _write_manifest(self) -> None:
         text = json.dumps(self.manifest, indent=1, default=str).encode("utf-8")
         _atomic_write(os.path.join(self.directory, MANIFEST), lambda f: f.write(text))
