@@ -6,6 +6,7 @@ gin reference: `create_agent.agent_fn = @MyAgent` (after `import my_module` in t
 """
 from __future__ import annotations
 
+import difflib
 import importlib
 from typing import Callable, Optional, Sequence
 
@@ -54,9 +55,12 @@ def create_agent(
     """Builds the host agent chosen by `agent_fn` (a gin reference) or else by `agent_name`."""
     if agent_fn is None:
         if agent_name not in _REGISTRY:
+            close = difflib.get_close_matches(str(agent_name), known_agents(), n=1)
             raise ValueError(
-                f"unknown agent {agent_name!r}; known agents: {known_agents()}. To use your own, bind "
-                "`create_agent.agent_fn = @YourAgent` in gin (after importing its module)."
+                f"unknown agent {agent_name!r}{f' (did you mean {close[0]!r}?)' if close else ''}; "
+                f"known agents: {known_agents()}. To use your own agent, import its module in the gin "
+                "file (`import my_agent`, or --gin_modules my_agent) and bind "
+                "`create_agent.agent_fn = @MyAgent`; see docs/writing_an_agent.md."
             )
         agent_fn = _REGISTRY[agent_name]()
     return agent_fn(
