@@ -81,6 +81,7 @@ class HostAgent:
         self._act_fn = jax.jit(self._act, static_argnames="training")
         self._update_and_act_fn = jax.jit(self._update_and_act)
         self._update_fn = jax.jit(self._update)
+        self._update_many_fn = jax.jit(self._update_many)
         # Optional dataset recording (Runner.record_dataset_dir): a replay.dataset.DatasetWriter
         # that receives every training transition with mu(a|s) from `agent.policy` (NaN if None).
         self.recorder = None
@@ -107,19 +108,42 @@ class HostAgent:
         state, metrics = self.agent.update(state, batch, update_key)
         return state, rng, metrics
 
+    def _update_many(self, state, rng, batches, env_steps):
+        """`_update` over a leading axis of K batches with `lax.scan`; returns the K losses."""
+
+        def body(carry, batch):
+            state, rng, steps = carry
+            state, rng, metrics = self._update(state, rng, batch, steps)
+            return (state, rng, steps + self.update_period), metrics["loss"]
+
+        (state, rng, _), losses = jax.lax.scan(body, (state, rng, jax.numpy.asarray(env_steps, jax.numpy.int32)), batches)
+        return state, rng, losses
+
     def _policy(self, state, observation, env_steps, training: bool):
         state = state.replace(env_steps=jax.numpy.asarray(env_steps, jax.numpy.int32))
         return self.agent.policy(state, observation, training)
 
     # ----- offline learning --------------------------------------------------------------
-    def learn(self, num_updates: int) -> None:
+    def learn(self, num_updates: int, updates_per_call: int = 1) -> None:
         """`num_updates` gradient steps on batches sampled from replay, without acting (offline).
 
         Each update advances the step counter by `update_period`, as `update_period` agent steps
         do online, so target syncs keep their online spacing in updates (one per
         `target_update_period / update_period` updates). Losses go to `pop_training_metrics`.
+        With `updates_per_call` K > 1 (uniform replay only), K batches are sampled at once and
+        the K updates run in one compiled `lax.scan`, saving K-1 host round trips.
         """
-        for _ in range(int(num_updates)):
+        num_updates, k = int(num_updates), int(updates_per_call)
+        if k > 1 and not self._prioritized:
+            while num_updates >= k:
+                batch = self.replay.sample(self._sample_rng, k * self.batch_size)
+                batches = jax.tree.map(lambda x: x.reshape(k, self.batch_size, *x.shape[1:]), batch)
+                self.state, self._rng, losses = self._update_many_fn(self.state, self._rng, batches, self.env_steps)
+                self._loss_sum += float(np.sum(losses))
+                self._loss_count += k
+                self.env_steps += k * self.update_period
+                num_updates -= k
+        for _ in range(num_updates):
             batch = self.replay.sample(self._sample_rng, self.batch_size)
             self.state, self._rng, metrics = self._update_fn(self.state, self._rng, batch, self.env_steps)
             if self._prioritized:

@@ -54,6 +54,10 @@ class OfflineRunner(Runner):
       training_steps: gradient steps per iteration.
       evaluation_steps: minimum online evaluation steps per iteration (whole episodes).
       max_steps_per_episode, seed, checkpoints_to_keep, progress_bar, tensorboard: as for `Runner`.
+      updates_per_call: K gradient steps per compiled call (`HostAgent.learn`: K batches sampled at
+        once, updates in a `lax.scan`). 1 (default) samples before every update. On a 2-core CPU
+        K = 50 was not faster (MinAtar DQN, 9 vs 13 ms per update on a loaded machine); the saving
+        of host round trips on a GPU is not measured.
     """
 
     def __init__(
@@ -71,6 +75,7 @@ class OfflineRunner(Runner):
         checkpoints_to_keep: int = 3,
         progress_bar: Optional[bool] = None,
         tensorboard: bool = True,
+        updates_per_call: int = 1,
     ):
         super().__init__(
             base_dir,
@@ -87,6 +92,9 @@ class OfflineRunner(Runner):
             record_dataset_dir=None,
         )
         self.dataset_dir = dataset_dir
+        if updates_per_call < 1:
+            raise ValueError(f"updates_per_call must be >= 1, got {updates_per_call}.")
+        self.updates_per_call = updates_per_call
         replay = self.agent.replay
         if isinstance(replay, FixedReplayBuffer):
             if dataset_dir is not None and replay.dataset_dir != os.path.abspath(dataset_dir):
@@ -125,7 +133,7 @@ class OfflineRunner(Runner):
             done = 0
             while done < self.training_steps:
                 block = min(_PROGRESS_BLOCK, self.training_steps - done)
-                self.agent.learn(block)
+                self.agent.learn(block, self.updates_per_call)
                 done += block
                 bar.update(block)
         seconds = time.perf_counter() - start

@@ -138,3 +138,26 @@ def test_recorded_dataset_equals_the_runs_replay_and_resumes_exactly(tmp_path):
     # Another run may not append to (or truncate) this dataset.
     with pytest.raises(DatasetError, match="recorded by run"):
         _recording_runner(tmp_path / "run3", tmp_path / "data", 1)
+
+
+def test_scanned_updates_equal_one_by_one(tmp_path, random_dataset):
+    """HostAgent.learn(K > 1) runs K updates in one lax.scan: same result as K single updates."""
+    import jax
+
+    directory, _ = random_dataset
+    runner = make_offline(tmp_path, directory, ["DQNAgent.target_update_period = 8"])  # a sync inside the scan
+    agent = runner.agent
+    k = 5
+    batch = agent.replay.sample(np.random.default_rng(0), k * agent.batch_size)
+    batches = jax.tree.map(lambda x: x.reshape(k, agent.batch_size, *x.shape[1:]), batch)
+    state, rng, losses = agent._update_many_fn(agent.state, agent._rng, batches, 0)
+    one_state, one_rng = agent.state, agent._rng
+    for i in range(k):
+        single = jax.tree.map(lambda x: x[i], batches)
+        one_state, one_rng, metrics = agent._update_fn(one_state, one_rng, single, i * agent.update_period)
+        np.testing.assert_allclose(losses[i], metrics["loss"], rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), state.params, one_state.params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), state.target_params, one_state.target_params)
+    np.testing.assert_array_equal(rng, one_rng)
+    agent.learn(12, updates_per_call=5)  # two scans of 5 and two single updates
+    assert agent.pop_training_metrics()["update_steps"] == 12 and agent.env_steps == 12 * agent.update_period
