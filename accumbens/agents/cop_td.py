@@ -176,7 +176,8 @@ def make_cop_td(
 
     `init` and `act` are DQN's (value_head='dqn') or Rainbow's ('c51') run on the network's
     `ValueView`; the state is `DQNState` and the optimizer step and target syncs are DQN's
-    `apply_gradients`. `update` is one gradient step on the combined loss (module docstring);
+    `apply_gradients`. `policy` gives the acting probabilities (so recorded datasets carry mu).
+    `update` is one gradient step on the combined loss (module docstring);
     metrics: loss, value_loss, ratio_loss, normalization (batch mean c(s') - 1), ratio_mean
     (mean weight c(s) before clipping), q_mean, priorities (as DQN's / Rainbow's).
     """
@@ -304,7 +305,20 @@ def make_cop_td(
         metrics = {"loss": loss, "priorities": priorities, **aux}
         return new_state, metrics
 
-    return Agent(init=base.init, act=base.act, update=update)
+    def policy(state: DQNState, observation: jnp.ndarray, training: bool) -> jnp.ndarray:
+        """The probabilities [..., A] that `act` samples from (epsilon-greedy on the noise-free Q-values)."""
+        if not training:
+            epsilon = jnp.asarray(epsilon_eval, jnp.float32)
+        elif value_head == "c51" and noisy:
+            epsilon = jnp.asarray(noisy_epsilon, jnp.float32)
+        else:
+            epsilon = losses.linearly_decaying_epsilon(state.env_steps, epsilon_decay_period, epsilon_warmup_steps, epsilon_train)
+        kwargs = {"deterministic": True} if noisy else {}
+        q = q_values(network.apply(state.params, observation, **kwargs).value)
+        greedy = jax.nn.one_hot(jnp.argmax(q, axis=-1), num_actions)
+        return epsilon / num_actions + (1.0 - epsilon) * greedy
+
+    return Agent(init=base.init, act=base.act, update=update, policy=policy)
 
 
 @gin.configurable

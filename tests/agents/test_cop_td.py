@@ -182,7 +182,12 @@ def test_ratio_starts_at_one_and_act_is_the_value_heads_greedy_action():
     obs = np.random.default_rng(4).normal(size=(32, OBS, 1)).astype(np.float32)
     np.testing.assert_allclose(net.apply(fresh.params, obs).ratio, 1.0, atol=1e-6)
     actions = agent.act(state, obs, jax.random.PRNGKey(0), False)
-    np.testing.assert_array_equal(actions, np.argmax(net.apply(state.params, obs).value, axis=-1))
+    greedy = np.argmax(net.apply(state.params, obs).value, axis=-1)
+    np.testing.assert_array_equal(actions, greedy)
+    # policy: the epsilon-greedy probabilities act samples from (training epsilon 0.64 at step 90).
+    probabilities = np.asarray(agent.policy(state, obs, True))
+    np.testing.assert_allclose(probabilities, 0.64 / A + 0.36 * np.eye(A)[greedy], rtol=1e-6)
+    np.testing.assert_allclose(agent.policy(state, obs, False), np.eye(A)[greedy], atol=1e-7)
 
 
 def test_ratio_head_learns_the_tabular_fixed_point():
@@ -259,3 +264,17 @@ def test_atari_config_bindings():
     train.parse_config(["cop_td/atari"], [])
     for name, value in dict(value_head="c51", gamma_hat=0.99, update_horizon=1, replay_scheme="uniform", vmax=10.0).items():
         assert gin.query_parameter(f"COPTDAgent.{name}") == value, name
+
+
+@pytest.mark.slow
+def test_runs_under_the_compiled_runner(tmp_path):
+    """Pure and jittable: a 2-seed compiled run (a few minutes on a loaded 2-core CPU, mostly compilation)."""
+    from accumbens import train
+    from accumbens.runners.compiled import CompiledRunner
+    from accumbens.runners.logging import read_records
+
+    train.parse_config(["cop_td/minatar"], TINY_MINATAR[:1] + ["Runner.training_steps = 400", "Runner.evaluation_steps = 100", *TINY_MINATAR[3:]])
+    CompiledRunner(str(tmp_path), num_seeds=2, tensorboard=False).run_experiment()
+    for seed in (0, 1):
+        (record,) = read_records(str(tmp_path / f"seed_{seed}"))
+        assert record["update_steps"] > 0 and np.isfinite(record["loss"])
