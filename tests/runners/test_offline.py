@@ -161,3 +161,36 @@ def test_scanned_updates_equal_one_by_one(tmp_path, random_dataset):
     np.testing.assert_array_equal(rng, one_rng)
     agent.learn(12, updates_per_call=5)  # two scans of 5 and two single updates
     assert agent.pop_training_metrics()["update_steps"] == 12 and agent.env_steps == 12 * agent.update_period
+
+
+OFFLINE_CONFIGS = sorted(f[:-4] for f in os.listdir(os.path.join(train.CONFIG_ROOT, "offline")) if f.endswith(".gin"))
+
+
+@pytest.mark.parametrize("name", OFFLINE_CONFIGS)
+def test_offline_configs_parse_and_select_the_offline_runner(name):
+    import gin
+
+    train.parse_config([f"offline/{name}"], [])
+    assert gin.query_parameter("create_runner.default_runner") == "offline"
+
+
+def test_offline_minatar_config_runs_an_iteration(tmp_path):
+    from accumbens.environments import create_environment
+
+    env = create_environment("minatar:breakout")
+    rng = np.random.default_rng(0)
+    with DatasetWriter(tmp_path / "data", (10, 10, 4), np.uint8, 6) as writer:
+        observation, _ = env.reset(seed=0)
+        for _ in range(300):
+            action = int(rng.integers(6))
+            next_observation, reward, terminated, truncated, _ = env.step(action)
+            ended = terminated or truncated
+            writer.add(observation, action, reward, terminated, truncated,
+                       final_observation=next_observation if ended else None, behaviour_probability=1 / 6)
+            observation = env.reset()[0] if ended else next_observation
+    train.parse_config(["offline/dqn_minatar"], [f"OfflineRunner.dataset_dir = '{tmp_path / 'data'}'",
+                                                 "OfflineRunner.num_iterations = 1", "OfflineRunner.training_steps = 20",
+                                                 "OfflineRunner.evaluation_steps = 30", "OfflineRunner.updates_per_call = 10"])
+    runner = create_runner(str(tmp_path / "run"))
+    record = runner.run_experiment()[0]
+    assert record["update_steps"] == 20 and np.isfinite(record["loss"]) and record["eval_steps"] >= 30
