@@ -5,13 +5,14 @@ For each game it
      `dqn/minatar.gin` plus `--gin_bindings`), with the host Runner, in `<output_dir>/<game>/dqn`
      (checkpointed: an interrupted build resumes there);
   2. rolls out epsilon-greedy policies w.r.t. that DQN's Q-values, one dataset of exactly
-     `--num_steps` steps per `--epsilons` value, in `<output_dir>/<game>/eps_<epsilon>`;
+     `--num_steps` steps per `--epsilons` value, in `<output_dir>/<game>/eps_<epsilon>`
+     (`--num_envs` environments in lock step, one batched Q-value call per step);
   3. with `--random`, also a uniform-random dataset in `<output_dir>/<game>/random`.
 
 Every step records mu(a|s) = eps/A + (1 - eps) [a == argmax Q(s)] (1/A for uniform random) and
 epsilon. Smaller dataset sizes are prefixes of these (`FixedReplayBuffer.max_steps`), so one build
-serves a size sweep. The last episode of a dataset is cut at exactly `--num_steps` steps and marked
-truncated (it bootstraps from its final observation). A progress bar shows each rollout.
+serves a size sweep. The episode that reaches `--num_steps` is cut there and marked truncated (it
+bootstraps from its final observation). A progress bar shows each rollout.
 
 Example (the four games of Buckman, Gelada & Bellemare 2020):
   python -m accumbens.build_datasets --output_dir datasets \
@@ -80,53 +81,76 @@ def make_q_function(runner: Runner):
     return jax.jit(lambda observation: network.apply(params, observation.astype(jnp.float32)))
 
 
-def rollout(directory: str, env, num_steps: int, num_actions: int, stack_size: int, epsilon: Optional[float],
-            q_function, seed: int, max_steps_per_episode: int, metadata: dict, progress_bar: bool) -> dict:
-    """Runs the behaviour policy for exactly `num_steps` steps, writing a dataset to `directory`.
+def rollout(directory: str, make_env, num_steps: int, num_actions: int, stack_size: int, epsilon: Optional[float],
+            q_function, seed: int, max_steps_per_episode: int, metadata: dict, progress_bar: bool,
+            num_envs: int = 1) -> dict:
+    """Runs the behaviour policy in `num_envs` environments in lock step (one batched Q-value call
+    per step) and writes exactly `num_steps` steps to a dataset in `directory`.
 
-    `epsilon=None` is the uniform random policy (no Q-function needed). Returns summary
-    statistics (episodes, mean return of the complete episodes).
+    Episodes are written whole, in the order they end. The episode that would pass `num_steps`
+    is cut there (its last step marked truncated, with its next observation as the final one) and
+    the build stops; episodes still running in the other environments are dropped, which favours
+    short episodes slightly when `num_envs` > 1 (with one environment nothing is dropped).
+    `epsilon=None` is the uniform random policy (no Q-function needed). Returns statistics of the
+    episodes written whole.
     """
     rng = np.random.default_rng(seed)
-    shape, dtype = env.observation_space.shape, env.observation_space.dtype
-    stack = np.zeros((*shape, stack_size), dtype)
-    returns, episode_return, episode_steps = [], 0.0, 0
+    envs = [make_env() for _ in range(num_envs)]
+    shape, dtype = envs[0].observation_space.shape, envs[0].observation_space.dtype
+    stacks = np.zeros((num_envs, *shape, stack_size), dtype)
+    observations = [env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]
+    running: list[list[tuple]] = [[] for _ in envs]  # per env: (obs, action, reward, terminated, next_obs, mu)
+    returns: list[float] = []
     tmp_dir = directory + ".partial"
     if os.path.exists(tmp_dir):
         shutil.rmtree(tmp_dir)
     writer = DatasetWriter(tmp_dir, shape, dtype, num_actions, metadata=metadata)
-    observation, _ = env.reset(seed=seed)
+    behaviour_epsilon = 1.0 if epsilon is None else epsilon
+
+    def write(episode: list[tuple], cut: bool) -> None:
+        for t, (obs, action, reward, terminated, next_obs, mu) in enumerate(episode):
+            last = t == len(episode) - 1
+            writer.add(obs, action, reward, terminated and last, last and not terminated,
+                       final_observation=next_obs if last else None, behaviour_probability=mu,
+                       epsilon=behaviour_epsilon)
+        if not cut:
+            returns.append(float(sum(step[2] for step in episode)))
+
     desc = f"{metadata['env']} {os.path.basename(directory)}"
+    written = 0
     with tqdm.tqdm(total=num_steps, desc=desc, unit="step", disable=not progress_bar) as bar:
-        for step in range(num_steps):
-            stack[..., :-1] = stack[..., 1:]
-            stack[..., -1] = observation
+        while written < num_steps:
+            stacks[..., :-1] = stacks[..., 1:]
+            stacks[..., -1] = np.stack(observations)
+            random_actions = rng.integers(num_actions, size=num_envs)
             if epsilon is None:
-                action, probability = int(rng.integers(num_actions)), 1.0 / num_actions
+                actions, mu = random_actions, np.full(num_envs, 1.0 / num_actions)
             else:
-                greedy = int(np.argmax(np.asarray(q_function(stack))))
-                action = int(rng.integers(num_actions)) if rng.random() < epsilon else greedy
-                probability = epsilon / num_actions + (1.0 - epsilon) * (action == greedy)
-            next_observation, reward, terminated, truncated, _ = env.step(action)
-            episode_return += float(reward)
-            episode_steps += 1
-            truncated = truncated or episode_steps >= max_steps_per_episode or step == num_steps - 1
-            ended = terminated or truncated
-            writer.add(observation, action, float(reward), terminated, truncated and not terminated,
-                       final_observation=next_observation if ended else None,
-                       behaviour_probability=probability, epsilon=1.0 if epsilon is None else epsilon)
-            bar.update(1)
-            if ended:
-                if terminated or step < num_steps - 1:
-                    returns.append(episode_return)  # not the last episode, cut at num_steps
-                episode_return, episode_steps = 0.0, 0
-                stack[...] = 0
-                observation, _ = env.reset()
-                if returns:
+                greedy = np.asarray(q_function(stacks)).argmax(-1)
+                actions = np.where(rng.random(num_envs) < epsilon, random_actions, greedy)
+                mu = epsilon / num_actions + (1.0 - epsilon) * (actions == greedy)
+            for i, env in enumerate(envs):
+                next_obs, reward, terminated, truncated, _ = env.step(int(actions[i]))
+                running[i].append((observations[i], int(actions[i]), float(reward), bool(terminated), next_obs, float(mu[i])))
+                ended = terminated or truncated or len(running[i]) >= max_steps_per_episode
+                remaining = num_steps - written
+                if len(running[i]) >= remaining:  # the dataset is full with this episode's first steps
+                    write(running[i][:remaining], cut=not (ended and len(running[i]) == remaining))
+                    written += remaining
+                    bar.update(remaining)
+                    break
+                if ended:
+                    write(running[i], cut=False)
+                    written += len(running[i])
+                    bar.update(len(running[i]))
                     bar.set_postfix(ret=f"{np.mean(returns):.2f}", eps=len(returns))
-            else:
-                observation = next_observation
-    stats = {"episodes": len(returns), "mean_return": float(np.mean(returns)) if returns else float("nan")}
+                    running[i] = []
+                    stacks[i] = 0
+                    observations[i], _ = env.reset()
+                else:
+                    observations[i] = next_obs
+    stats = {"episodes": len(returns), "mean_return": float(np.mean(returns)) if returns else float("nan"),
+             "num_envs": num_envs}
     writer.close()
     writer.update_metadata(**stats)
     if os.path.exists(directory):
@@ -147,10 +171,10 @@ def _complete(directory: str, num_steps: int) -> bool:
 def build(output_dir: str, games: Sequence[str], epsilons: Sequence[float], num_steps: int, train_frames: int,
           random: bool = False, seed: int = 0, gin_files: Sequence[str] = ("dqn/minatar",),
           gin_bindings: Sequence[str] = (), max_steps_per_episode: int = 100_000,
-          progress_bar: Optional[bool] = None) -> list[dict]:
+          progress_bar: Optional[bool] = None, num_envs: int = 1) -> list[dict]:
     """Builds every dataset (skipping complete ones); returns one summary row per dataset."""
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1, got {num_steps}.")
+    if num_steps < 1 or num_envs < 1:
+        raise ValueError(f"num_steps and num_envs must be >= 1, got {num_steps} and {num_envs}.")
     if any(not 0.0 <= e <= 1.0 for e in epsilons):
         raise ValueError(f"epsilons must lie in [0, 1], got {list(epsilons)}.")
     if progress_bar is None:
@@ -183,10 +207,11 @@ def build(output_dir: str, games: Sequence[str], epsilons: Sequence[float], num_
             if epsilon is not None:
                 metadata.update({"dqn_run_dir": os.path.abspath(runner.base_dir), "dqn_train_frames": train_frames,
                                  "dqn_eval_return": dqn_return})
-            env = create_environment(env_name)
-            rollout_seed = int(np.random.SeedSequence([seed, game_index, index, 7]).generate_state(1)[0])
-            stats = rollout(directory, env, num_steps, int(env.action_space.n), stack_size, epsilon, q_function,
-                            rollout_seed, max_steps_per_episode, metadata, progress_bar)
+            num_actions = int(create_environment(env_name).action_space.n)
+            rollout_seed = int(np.random.SeedSequence([seed, game_index, index, 7]).generate_state(1)[0] % 2**31)
+            stats = rollout(directory, lambda: create_environment(env_name), num_steps, num_actions, stack_size,
+                            epsilon, q_function, rollout_seed, max_steps_per_episode, metadata, progress_bar,
+                            num_envs)
             rows.append({"game": game, "dataset": dataset_name(epsilon), **stats})
     gin.clear_config()
     return rows
@@ -204,12 +229,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--train_frames", type=int, default=500_000, help="online DQN training steps (behaviour)")
     parser.add_argument("--max_steps_per_episode", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num_envs", type=int, default=16,
+                        help="environments stepped in lock step, one batched Q-value call per step")
     parser.add_argument("--gin_files", nargs="+", default=["dqn/minatar"], help="the behaviour DQN's config")
     parser.add_argument("--gin_bindings", nargs="*", default=[], help="extra bindings for the behaviour DQN")
     parser.add_argument("--progress_bar", action=argparse.BooleanOptionalAction, default=None)
     args = parser.parse_args(argv)
     rows = build(args.output_dir, args.games, args.epsilons, args.num_steps, args.train_frames, args.random,
-                 args.seed, args.gin_files, args.gin_bindings, args.max_steps_per_episode, args.progress_bar)
+                 args.seed, args.gin_files, args.gin_bindings, args.max_steps_per_episode, args.progress_bar,
+                 args.num_envs)
     print(f"{'game':16s} {'dataset':10s} {'episodes':>9s} {'mean return':>12s}")
     for row in rows:
         if row.get("skipped"):

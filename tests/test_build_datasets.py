@@ -16,7 +16,7 @@ TINY_DQN = ["DQNAgent.min_replay_history = 150", "MinAtarCNN.hidden_units = (32,
 def built(tmp_path_factory):
     out = tmp_path_factory.mktemp("datasets")
     argv = ["--output_dir", str(out), "--games", "breakout", "--epsilons", "0", "0.5", "--random",
-            "--num_steps", "200", "--train_frames", "200", "--gin_bindings", *TINY_DQN, "--no-progress_bar"]
+            "--num_steps", "200", "--num_envs", "4", "--train_frames", "200", "--gin_bindings", *TINY_DQN, "--no-progress_bar"]
     assert build_datasets.main(argv) == 0
     return out, argv
 
