@@ -469,7 +469,9 @@ class FixedReplayBuffer(ReplayBuffer):
             manifest = read_manifest(self.dataset_dir)
             shape, dtype = tuple(manifest["observation_shape"]), np.dtype(manifest["observation_dtype"])
             _check_observations(self.dataset_dir, shape, dtype, observation_shape, observation_dtype)
-            slots = load_dataset(self.dataset_dir)
+            # Everything but the observations first (small); the observations are then streamed
+            # chunk by chunk straight into the replay's storage, so memory holds them once.
+            slots = load_dataset(self.dataset_dir, [name for name in FIELDS if name != "observation"])
             self.num_actions = int(manifest["num_actions"])
         elif dataset_format == "dqn_replay":
             from accumbens.replay import dqn_replay_dataset  # noqa: PLC0415 (avoids an import cycle)
@@ -484,13 +486,27 @@ class FixedReplayBuffer(ReplayBuffer):
             slots = _first_steps(slots, int(max_steps))
         n_slots = slots["is_final"].shape[0]
         super().__init__(max(n_slots, stack_size + update_horizon + 1), shape, dtype, stack_size, update_horizon, gamma)
+        if "observation" not in slots:
+            self._stream_observations(n_slots)
         self._fill(slots)
 
+    def _stream_observations(self, n_slots: int) -> None:
+        """Copies the dataset's first `n_slots` observations into storage, one chunk at a time."""
+        offset = 0
+        for arrays in iter_chunks(self.dataset_dir, ["observation"]):
+            take = min(arrays["observation"].shape[0], n_slots - offset)
+            self._observation[offset:offset + take] = arrays["observation"][:take]
+            offset += take
+            if offset >= n_slots:
+                break
+
     def _fill(self, slots: Mapping[str, np.ndarray]) -> None:
+        """Installs the per-slot arrays (observations too, unless already streamed in)."""
         n = slots["is_final"].shape[0]
         episode_step, valid, horizon = slot_layout(
             slots["is_final"], slots["terminated"], slots["truncated"], self._update_horizon, self._stack_size)
-        self._observation[:n] = slots["observation"]
+        if "observation" in slots:
+            self._observation[:n] = slots["observation"]
         self._action[:n] = slots["action"]
         self._reward[:n] = slots["reward"]
         self._terminated[:n] = slots["terminated"]
