@@ -231,9 +231,11 @@ def test_example_runs_under_the_compiled_runner(user_project):
 
 
 # ----- configuration errors: named, and nothing written -----------------------------------------
-def test_misspelt_agent_name_is_named_and_creates_no_run_directory(tmp_path, capsys):
+@pytest.mark.parametrize("runner", ["host", "compiled", "offline", "multi_seed"])
+def test_misspelt_agent_name_is_named_and_creates_no_run_directory(tmp_path, capsys, runner):
+    """Every runner builds the agent before it claims base_dir."""
     base_dir = tmp_path / "run"
-    code = train.main(["--base_dir", str(base_dir), "--gin_files", "dqn/minatar", "--gin_bindings", "create_agent.agent_name = 'dqnn'"])
+    code = train.main(["--runner", runner, "--base_dir", str(base_dir), "--gin_files", "dqn/minatar", "--gin_bindings", "create_agent.agent_name = 'dqnn'"])
     assert code == 2
     err = capsys.readouterr().err
     assert "unknown agent 'dqnn'" in err and "did you mean 'dqn'" in err and "'rainbow'" in err
