@@ -285,3 +285,13 @@ def test_module_flag_imports_a_module_from_the_working_directory(user_project, m
     assert Path(sys.modules["flag_agent"].__file__).resolve() == (user_project / "flag_agent.py").resolve()
     agent = create_agent(num_actions=6, observation_shape=(10, 10, 4), observation_dtype=np.uint8)
     assert type(agent).__name__ == "ExpectedSarsaAgent" and agent.stack_size == 1
+
+
+# ----- documentation ----------------------------------------------------------------------------
+def test_every_packaged_config_is_documented():
+    """docs/configuration.md has a row for each gin file under accumbens/configs (add one with each new config)."""
+    doc = (REPO / "docs" / "configuration.md").read_text()
+    packaged = sorted(str(p.relative_to(train.CONFIG_ROOT).with_suffix("")) for p in Path(train.CONFIG_ROOT).rglob("*.gin"))
+    assert packaged, "no packaged configs found"
+    missing = [name for name in packaged if f"| `{name}` |" not in doc]
+    assert not missing, f"packaged configs missing from docs/configuration.md: {missing}"
