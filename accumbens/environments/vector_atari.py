@@ -166,7 +166,30 @@ class VectorAtariEnv:
         del self.ale
 
 
+def _bound(parameter: str, default):
+    try:
+        return gin.query_parameter(parameter)
+    except ValueError:
+        return default
+
+
 @gin.configurable
-def create_vector_atari_environment(name: str, num_envs: int, max_episode_steps: int = 27_000, **kwargs) -> VectorAtariEnv:
-    """Factory for the several-seeds runner: `name` as in `create_environment` ("atari:Pong")."""
+def create_vector_atari_environment(
+    num_envs: int, max_episode_steps: int = 27_000, name: Optional[str] = None, **kwargs
+) -> VectorAtariEnv:
+    """Factory for the several-seeds runner, which passes `num_envs` and its episode cap.
+
+    `name` defaults to the gin binding `create_environment.name` ("atari:Pong"), and sticky
+    actions and frame skip to the `AtariEnv.*` bindings when the gin file sets them, so a
+    host-runner Atari gin file needs no new bindings.
+    """
+    if name is None:
+        name = _bound("create_environment.name", None)
+        if name is None:
+            raise ValueError("create_vector_atari_environment needs `name` or a create_environment.name binding")
+    for key in ("repeat_action_probability", "frame_skip", "screen_size"):
+        if key not in kwargs:
+            value = _bound(f"AtariEnv.{key}", None)
+            if value is not None:
+                kwargs[key] = value
     return VectorAtariEnv(name, num_envs, max_episode_steps=max_episode_steps, **kwargs)

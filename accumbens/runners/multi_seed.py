@@ -23,17 +23,19 @@ Schedules
 `act_before_update=False` (Dopamine's order, the default): on an update step the agent first
 learns, then acts with the new parameters, so acting waits for the update.
 
-`act_before_update=True`: on an update step the agent acts with the parameters from before the
-update, and the update is dispatched to the accelerator *after* the actions are sent to the
-environments, so the update runs while the emulators step (JAX dispatch is asynchronous; the
-next act depends on the new state, so the accelerator orders them). The replay sample for the
-next tick is gathered and copied to the device at the end of each tick, while the update is in
-flight. Losses stay on the device until the end of the phase: the only per-step host
-synchronisation is fetching the actions (and priorities, for prioritized replay).
+`act_before_update=True` (training phases): every tick acts first, with the parameters from
+before this tick's update, and sends the actions to the environments; while the emulators step
+(ale-py's C++ threads), the host stores the previous tick's transitions, samples the replay and
+dispatches the update, which runs on the accelerator during the environment step (JAX dispatch
+is asynchronous; the next act depends on the new state, so the accelerator orders them). Each
+sample sees exactly the transitions Dopamine's order would (all up to the previous step); only
+the action of an update step uses the older parameters. Losses stay on the device until the end
+of the phase: the only per-step host synchronisation is fetching the actions (and the last
+update's priorities, for prioritized replay, before the next transition is stored).
 
-`overlap=False` runs the same schedule without overlap (it blocks on every update before the
-environments step): the numbers are identical, which the tests check; the runner's `timings`
-then attribute the wall time to environment, acting, update and replay.
+`overlap=False` runs the same schedule serially (the environments step to completion first,
+then the host work, then the update is waited for): identical numbers, which the tests check,
+and `timings` then attribute the wall time to environment, acting, update and replay.
 
 Gin: `create_runner.default_runner = 'multi_seed'`, `MultiSeedRunner.seeds = (0, 1, 2)`; the
 schedule (`num_iterations`, `training_steps`, ...) comes from the `Runner.*` bindings unless
@@ -138,7 +140,8 @@ class BatchedAgent:
             actions, new_rng = (act_train if training else act_eval)(state, rng, stacks, env_steps)
             return actions, jnp.where(active[:, None], new_rng, rng)
 
-        def update_and_act_fn(state, rng, batch, stacks, env_steps, active, due):
+        def update_and_act_fn(state, rng, batches, stacks, env_steps, active, due):
+            batch = jax.tree.map(lambda *leaves: jnp.stack(leaves), *batches)
             new_state, rng_u, actions_u, metrics = update_and_act(state, rng, batch, stacks, env_steps)
             actions_a, rng_a = act_train(state, rng, stacks, env_steps)
             state = _select(due, new_state, state)
@@ -147,7 +150,8 @@ class BatchedAgent:
             actions = jnp.where(due, actions_u, actions_a)
             return state, rng, actions, metrics["loss"], metrics.get("priorities")
 
-        def update_fn(state, rng, batch, env_steps, due):
+        def update_fn(state, rng, batches, env_steps, due):
+            batch = jax.tree.map(lambda *leaves: jnp.stack(leaves), *batches)
             new_state, new_rng, metrics = update(state, rng, batch, env_steps)
             state = _select(due, new_state, state)
             rng = jnp.where(due[:, None], new_rng, rng)
@@ -161,13 +165,11 @@ class BatchedAgent:
         """Per seed, the mean loss over its updates since the last call (as `HostAgent` computes it:
         float64 sums of the float32 losses, in order) and their number. One transfer per chunk."""
         sums, counts = [0.0] * self.num, [0] * self.num
-        for begin in range(0, len(self.losses), 1024):
-            chunk = self.losses[begin:begin + 1024]
-            values = np.asarray(jnp.stack([loss for _, loss in chunk]))
-            for (due, _), row in zip(chunk, values):
-                for i in np.flatnonzero(due):
-                    sums[i] += float(row[i])
-                    counts[i] += 1
+        values = jax.device_get([loss for _, loss in self.losses])  # no per-length compilation
+        for (due, _), row in zip(self.losses, values):
+            for i in np.flatnonzero(due):
+                sums[i] += float(row[i])
+                counts[i] += 1
         self.losses = []
         return [{"loss": s / c if c else float("nan"), "update_steps": c} for s, c in zip(sums, counts)]
 
@@ -244,6 +246,7 @@ class MultiSeedRunner:
         self.observation_dtype = first.observation_dtype
         self.stacks = np.zeros((self.num, *first.stacked_shape), first.observation_dtype)
         self.timings = dict.fromkeys(TIMED, 0.0)
+        self._masks: dict[bytes, jax.Array] = {}
         config = gin.operative_config_str()
         claim_base_dir(self.base_dir, config)
         self.checkpoints = []
@@ -270,24 +273,42 @@ class MultiSeedRunner:
         """Which seeds make a gradient step on this tick (HostAgent's rule, per seed)."""
         return np.array([bool(active[i]) and a._update_due() for i, a in enumerate(self.agents)])
 
+    def _mask(self, mask: np.ndarray) -> jax.Array:
+        """The device copy of a bool mask [N], cached (masks repeat), so a tick transfers none."""
+        key = mask.tobytes()
+        if key not in self._masks:
+            self._masks[key] = jnp.asarray(mask)
+        return self._masks[key]
+
     def _sample(self, due: np.ndarray):
-        """One batch per seed, stacked [N, B, ...] on the device (seeds not due repeat a due seed's)."""
+        """One batch per due seed, copied to the device; returns (host batches, device batches [N]).
+
+        Seeds not due get a due seed's device batch (their update is computed and discarded), so
+        nothing is copied twice; the batched update stacks them on the device.
+        """
         start = time.perf_counter()
-        batches = [a.replay.sample(a._sample_rng, a.batch_size) if due[i] else None for i, a in enumerate(self.agents)]
-        filler = next(b for b in batches if b is not None)
-        batches = [filler if b is None else b for b in batches]
-        host = jax.tree.map(lambda *leaves: np.stack(leaves), *batches)
-        device = jax.device_put(host)
+        host = [a.replay.sample(a._sample_rng, a.batch_size) if due[i] else None for i, a in enumerate(self.agents)]
+        device = [None if b is None else jax.device_put(b) for b in host]
+        filler = next(b for b in device if b is not None)
+        device = [filler if b is None else b for b in device]
         self.timings["replay"] += time.perf_counter() - start
         return host, device
 
-    def _apply_priorities(self, due: np.ndarray, host_batch, priorities) -> None:
-        if not self._prioritized:
+    def _apply_priorities(self, due: np.ndarray, host_batches, priorities) -> None:
+        if not self._prioritized or priorities is None:
             return
         priorities = np.asarray(priorities)
         for i, agent in enumerate(self.agents):
             if due[i]:
-                agent.replay.update_priorities(host_batch.index[i], priorities[i])
+                agent.replay.update_priorities(host_batches[i].index, priorities[i])
+
+    def _observe(self, observation, new_episode, active, last_observation) -> None:
+        t = time.perf_counter()
+        for i in np.flatnonzero(active):
+            observation_i = np.asarray(observation[i], self.observation_dtype)
+            self._push(i, observation_i, new_episode[i])
+            last_observation[i] = observation_i
+        self.timings["other"] += time.perf_counter() - t
 
     # ----- phases -------------------------------------------------------------------------
     def _run_phase(self, iteration: int, phase: int, min_steps: int, name: str) -> list[dict]:
@@ -296,122 +317,162 @@ class MultiSeedRunner:
         for agent in self.agents:
             agent.eval_mode = not training
         start = time.perf_counter()
-        steps = np.zeros(n, np.int64)
-        episode_steps = np.zeros(n, np.int64)
-        episode_return = np.zeros(n)
-        returns: list[list[float]] = [[] for _ in range(n)]
+        self._steps = np.zeros(n, np.int64)
+        self._episode_return = np.zeros(n)
+        self._returns: list[list[float]] = [[] for _ in range(n)]
+        self._min_steps = min_steps
         active = np.ones(n, bool) if min_steps > 0 else np.zeros(n, bool)
-        last_observation = np.zeros((n, *self.stacks.shape[1:-1]), self.observation_dtype)
-        last_action = np.zeros(n, np.int64)
         disable = (not sys.stderr.isatty()) if self.progress_bar is None else not self.progress_bar
-        bar = tqdm.tqdm(total=min_steps * n, desc=f"iter {iteration} {name} x{n}", unit="step", leave=False, disable=disable)
-
+        self._bar = tqdm.tqdm(total=min_steps * n, desc=f"iter {iteration} {name} x{n}", unit="step", leave=False, disable=disable)
         t = time.perf_counter()
         observation = self.environment.reset([_phase_seed(s, iteration, phase) for s in self.seeds])
         self.timings["environment"] += time.perf_counter() - t
-        new_episode = np.ones(n, bool)
-        agent = self.agent
-        lagged = training and self.act_before_update
-        prepared = None  # (due, host batch, device batch) for the coming tick
-        while active.any():
-            # --- observe: frame stacks of the active seeds
-            t = time.perf_counter()
-            for i in np.flatnonzero(active):
-                observation_i = np.asarray(observation[i], self.observation_dtype)
-                self._push(i, observation_i, new_episode[i])
-                last_observation[i] = observation_i
-            env_steps = np.array([a.env_steps for a in self.agents], np.int32)
-            self.timings["other"] += time.perf_counter() - t
-            if training and prepared is None:
-                due = self._due(active)
-                prepared = (due, *self._sample(due)) if due.any() else (due, None, None)
-            due, host_batch, batch = prepared if training else (np.zeros(n, bool), None, None)
-            prepared = None
-            active_dev = jnp.asarray(active)
-
-            # --- act (and, in Dopamine's order, learn first)
-            t = time.perf_counter()
-            priorities = None
-            if due.any() and not lagged:
-                agent.state, agent.rng, actions, loss, priorities = agent.update_and_act(
-                    agent.state, agent.rng, batch, self.stacks, env_steps, active_dev, jnp.asarray(due)
-                )
-                agent.losses.append((due, loss))
-            else:
-                actions, agent.rng = agent.act(agent.state, agent.rng, self.stacks, env_steps, active_dev, training=training)
-            actions = np.asarray(actions)
-            self.timings["acting" if not due.any() or lagged else "update"] += time.perf_counter() - t
-            if priorities is not None:
-                self._apply_priorities(due, host_batch, priorities)
-
-            # --- environments start stepping; meanwhile the lagged update runs on the device
-            t = time.perf_counter()
-            self.environment.send(actions, active)
-            self.timings["environment"] += time.perf_counter() - t
-            if due.any() and lagged:
-                t = time.perf_counter()
-                agent.state, agent.rng, loss, priorities = agent.update(
-                    agent.state, agent.rng, batch, env_steps, jnp.asarray(due)
-                )
-                agent.losses.append((due, loss))
-                if not self.overlap:
-                    jax.block_until_ready(agent.state)
-                self.timings["update"] += time.perf_counter() - t
-            if training:
-                for i in np.flatnonzero(active):
-                    self.agents[i].env_steps += 1
-            last_action[active] = actions[active]
-            t = time.perf_counter()
-            result = self.environment.recv()
-            self.timings["environment"] += time.perf_counter() - t
-            if priorities is not None and lagged:
-                self._apply_priorities(due, host_batch, priorities)
-
-            # --- record transitions and episode ends
-            t = time.perf_counter()
-            was_active = active.copy()
-            for i in np.flatnonzero(was_active):
-                reward = float(result.reward[i])
-                episode_return[i] += reward
-                episode_steps[i] += 1
-                steps[i] += 1
-                ended = bool(result.terminated[i] or result.truncated[i])
-                if training:
-                    replay = self.agents[i].replay
-                    if ended:
-                        replay.add(last_observation[i], last_action[i], reward, bool(result.terminated[i]),
-                                   not result.terminated[i], final_observation=result.final_observation[i])
-                    else:
-                        replay.add(last_observation[i], last_action[i], reward, False, False)
-                new_episode[i] = ended
-                if ended:
-                    returns[i].append(float(episode_return[i]))
-                    episode_return[i] = 0.0
-                    episode_steps[i] = 0
-                    if steps[i] >= min_steps:
-                        active[i] = False
-            observation = result.observation
-            bar.update(int(was_active.sum()))
-            self.timings["replay" if training else "other"] += time.perf_counter() - t
-
-            # --- the next tick's replay sample, gathered while the update may still run
-            if training and active.any():
-                # Stacks are pushed at the top of the loop; _update_due reads only counters.
-                due_next = self._due(active)
-                prepared = (due_next, *self._sample(due_next)) if due_next.any() else (due_next, None, None)
-        bar.close()
+        if training and self.act_before_update:
+            self._lagged_loop(observation, active)
+        else:
+            self._dopamine_loop(observation, active, training)
+        self._bar.close()
         seconds = time.perf_counter() - start
         return [
             {
                 f"{name}_episodes": len(r),
                 f"{name}_return_mean": float(np.mean(r)) if r else float("nan"),
                 f"{name}_return_median": float(np.median(r)) if r else float("nan"),
-                f"{name}_steps": int(steps[i]),
+                f"{name}_steps": int(self._steps[i]),
                 f"{name}_seconds": seconds,
-                f"{name}_steps_per_second": steps[i] / seconds if seconds > 0 else float("nan"),
+                f"{name}_steps_per_second": self._steps[i] / seconds if seconds > 0 else float("nan"),
             }
-            for i, r in enumerate(returns)
+            for i, r in enumerate(self._returns)
         ]
+
+    def _end_step(self, i: int, reward: float, ended: bool, active: np.ndarray) -> None:
+        """Per-seed episode bookkeeping after one environment step."""
+        self._episode_return[i] += reward
+        self._steps[i] += 1
+        if ended:
+            self._returns[i].append(float(self._episode_return[i]))
+            self._episode_return[i] = 0.0
+            if self._steps[i] >= self._min_steps:
+                active[i] = False
+
+    def _dopamine_loop(self, observation, active: np.ndarray, training: bool) -> None:
+        """Dopamine's order (learn, then act with the new parameters); also every evaluation phase."""
+        n, agent = self.num, self.agent
+        last_observation = np.zeros((n, *self.stacks.shape[1:-1]), self.observation_dtype)
+        new_episode = np.ones(n, bool)
+        while active.any():
+            self._observe(observation, new_episode, active, last_observation)
+            env_steps = np.array([a.env_steps for a in self.agents], np.int32)
+            due = self._due(active) if training else np.zeros(n, bool)
+            t = time.perf_counter()
+            if due.any():
+                host_batches, batches = self._sample(due)
+                t = time.perf_counter()
+                agent.state, agent.rng, actions, loss, priorities = agent.update_and_act(
+                    agent.state, agent.rng, batches, self.stacks, env_steps, self._mask(active), self._mask(due)
+                )
+                agent.losses.append((due, loss))
+                actions = np.asarray(actions)
+                self._apply_priorities(due, host_batches, priorities)
+                self.timings["update"] += time.perf_counter() - t
+            else:
+                actions, agent.rng = agent.act(agent.state, agent.rng, self.stacks, env_steps, self._mask(active), training=training)
+                actions = np.asarray(actions)
+                self.timings["acting"] += time.perf_counter() - t
+            t = time.perf_counter()
+            self.environment.send(actions, active)
+            result = self.environment.recv()
+            self.timings["environment"] += time.perf_counter() - t
+            t = time.perf_counter()
+            if training:
+                for i in np.flatnonzero(active):
+                    self.agents[i].env_steps += 1
+            was_active = active.copy()
+            for i in np.flatnonzero(was_active):
+                reward = float(result.reward[i])
+                ended = bool(result.terminated[i] or result.truncated[i])
+                if training:
+                    final = result.final_observation[i] if ended else None
+                    self.agents[i].replay.add(last_observation[i], int(actions[i]), reward, bool(result.terminated[i]),
+                                              ended and not result.terminated[i], final_observation=final)
+                new_episode[i] = ended
+                self._end_step(i, reward, ended, active)
+            observation = result.observation
+            self._bar.update(int(was_active.sum()))
+            self.timings["replay" if training else "other"] += time.perf_counter() - t
+
+    def _lagged_loop(self, observation, active: np.ndarray) -> None:
+        """`act_before_update=True`: act, send the actions, and while the emulators step, store the
+        previous transition, sample and dispatch the update (see the module docstring)."""
+        n, agent = self.num, self.agent
+        last_observation = np.zeros((n, *self.stacks.shape[1:-1]), self.observation_dtype)
+        new_episode = np.ones(n, bool)
+        pending: list = [None] * n  # per seed, the transition to store on the next tick
+        in_flight = None  # (due, host batches, device priorities) of the last update
+        while active.any():
+            self._observe(observation, new_episode, active, last_observation)
+            env_steps = np.array([a.env_steps for a in self.agents], np.int32)
+            t = time.perf_counter()
+            actions, agent.rng = agent.act(agent.state, agent.rng, self.stacks, env_steps, self._mask(active), training=True)
+            actions = np.asarray(actions)
+            self.timings["acting"] += time.perf_counter() - t
+            t = time.perf_counter()
+            self.environment.send(actions, active)
+            result = None if self.overlap else self.environment.recv()
+            self.timings["environment"] += time.perf_counter() - t
+            # --- while the emulators step: last update's priorities, last transitions, this update
+            t = time.perf_counter()
+            if in_flight is not None:
+                self._apply_priorities(*in_flight)
+                in_flight = None
+            self._flush(pending)
+            due = self._due(active)
+            self.timings["replay"] += time.perf_counter() - t
+            if due.any():
+                host_batches, batches = self._sample(due)
+                t = time.perf_counter()
+                agent.state, agent.rng, loss, priorities = agent.update(
+                    agent.state, agent.rng, batches, env_steps, self._mask(due)
+                )
+                agent.losses.append((due, loss))
+                in_flight = (due, host_batches, priorities)
+                if not self.overlap:
+                    jax.block_until_ready(agent.state)
+                self.timings["update"] += time.perf_counter() - t
+            t = time.perf_counter()
+            for i in np.flatnonzero(active):
+                self.agents[i].env_steps += 1
+            self.timings["other"] += time.perf_counter() - t
+            if result is None:
+                t = time.perf_counter()
+                result = self.environment.recv()
+                self.timings["environment"] += time.perf_counter() - t
+            t = time.perf_counter()
+            was_active = active.copy()
+            for i in np.flatnonzero(was_active):
+                reward = float(result.reward[i])
+                terminated = bool(result.terminated[i])
+                ended = terminated or bool(result.truncated[i])
+                final = result.final_observation[i].copy() if ended else None
+                pending[i] = (last_observation[i].copy(), int(actions[i]), reward, terminated, ended and not terminated, final)
+                new_episode[i] = ended
+                self._end_step(i, reward, ended, active)
+            observation = result.observation
+            self._bar.update(int(was_active.sum()))
+            self.timings["other"] += time.perf_counter() - t
+        t = time.perf_counter()
+        if in_flight is not None:
+            self._apply_priorities(*in_flight)
+        self._flush(pending)
+        self.timings["replay"] += time.perf_counter() - t
+
+    def _flush(self, pending: list) -> None:
+        """Stores each seed's deferred transition (o_t, a_t, r_t+1, terminated, truncated, final)."""
+        for i, item in enumerate(pending):
+            if item is not None:
+                observation, action, reward, terminated, truncated, final = item
+                self.agents[i].replay.add(observation, action, reward, terminated, truncated, final_observation=final)
+                pending[i] = None
 
     def run_iteration(self, iteration: int) -> list[dict]:
         """One training and one evaluation phase for every seed; one record per seed."""
