@@ -36,30 +36,45 @@ ALGORITHMS = ("naive", "uncertainty", "proximal", "imitation")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def build_command(game: str, datasets: str, args: argparse.Namespace) -> list[str]:
-    """The offline helper's dataset build command for one game (writes <datasets>/<game>/<name>)."""
-    command = [
+def build_command(game: str, args: argparse.Namespace) -> list[str]:
+    """`python -m accumbens.build_datasets` for one game: trains the behaviour DQN for
+    `--train_frames` steps, then writes <datasets>/<game>/eps_<e> for each of `--build_epsilons`."""
+    return [
         sys.executable, "-m", "accumbens.build_datasets",
-        "--env", f"minatar:{game}",
-        "--out", os.path.join(datasets, game),
-        "--epsilons", *[str(e) for e in args.build_epsilons],
-        "--steps", str(args.dataset_steps),
-        "--dqn_steps", str(args.dqn_steps),
+        "--output_dir", args.datasets,
+        "--games", game,
+        "--epsilons", *[f"{e:g}" for e in args.build_epsilons],
+        "--num_steps", str(args.dataset_steps),
+        "--train_frames", str(args.train_frames),
         "--seed", "0",
+        "--no-progress_bar",
+        *(["--gin_bindings", *args.build_bindings] if args.build_bindings else []),
     ]
-    return command
+
+
+def build(game: str, args: argparse.Namespace) -> tuple[str, float, int]:
+    """Builds a game's datasets unless all of them exist (the build command itself resumes)."""
+    wanted = [dataset_dir(args.datasets, game, name) for name in args.dataset]
+    if all(os.path.exists(os.path.join(d, "manifest.json")) for d in wanted):
+        return game, 0.0, 0
+    os.makedirs(os.path.join(args.datasets, game), exist_ok=True)
+    start = time.time()
+    with open(os.path.join(args.datasets, game, "build.log"), "a") as log:
+        code = subprocess.call(build_command(game, args), cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                               env=dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false"))
+    return game, time.time() - start, code
 
 
 def dataset_dir(datasets: str, game: str, dataset: str) -> str:
     return os.path.join(datasets, game, dataset)
 
 
-def run_command(game: str, algorithm: str, seed: int, args: argparse.Namespace) -> tuple[str, list[str]]:
+def run_command(game: str, dataset: str, algorithm: str, seed: int, args: argparse.Namespace) -> tuple[str, list[str]]:
     """(base_dir, argv) of one offline run."""
-    base_dir = os.path.join(args.runs, game, args.dataset, algorithm, f"seed_{seed}")
+    base_dir = os.path.join(args.runs, game, dataset, algorithm, f"seed_{seed}")
     bindings = [
         f"create_environment.name = 'minatar:{game}'",
-        f"OfflineRunner.dataset_dir = '{dataset_dir(args.datasets, game, args.dataset)}'",
+        f"OfflineRunner.dataset_dir = '{dataset_dir(args.datasets, game, dataset)}'",
         f"OfflineRunner.num_iterations = {args.iterations}",
         f"OfflineRunner.training_steps = {args.training_steps}",
         f"OfflineRunner.evaluation_steps = {args.evaluation_steps}",
@@ -121,42 +136,49 @@ def t_interval(values: np.ndarray) -> float:
 
 
 def collect(args: argparse.Namespace) -> dict:
-    result = {"paper": "Buckman, Gelada, Bellemare 2020, arXiv:2009.06799, Sec. 6 (MinAtar)", "settings": {
-        k: getattr(args, k) for k in ("dataset", "iterations", "training_steps", "evaluation_steps", "batch_size",
-                                      "target_update_period", "final_iterations", "seeds")}, "games": {}}
-    for game in args.games:
-        entry = {}
-        try:
-            entry["behaviour_return"] = behaviour_return(dataset_dir(args.datasets, game, args.dataset))
-        except Exception as e:  # noqa: BLE001 - reported, not fatal
-            entry["behaviour_return"] = float("nan")
-            entry["behaviour_error"] = str(e)
-        for algorithm in args.algorithms:
-            scores = []
-            for seed in args.seeds:
-                base_dir, _ = run_command(game, algorithm, seed, args)
-                records = [r for r in read_records(base_dir) if "eval_return_mean" in r]
-                if len(records) >= args.iterations:
-                    scores.append(float(np.mean([r["eval_return_mean"] for r in records[-args.final_iterations:]])))
-            values = np.array(scores)
-            entry[algorithm] = {
-                "per_seed": scores,
-                "mean": float(values.mean()) if values.size else float("nan"),
-                "ci95": t_interval(values),
-            }
-        result["games"][game] = entry
+    """{'settings', 'results': {dataset: {game: {'behaviour_return', algorithm: {...}}}}}."""
+    settings = {k: getattr(args, k) for k in (
+        "iterations", "training_steps", "evaluation_steps", "batch_size", "target_update_period",
+        "final_iterations", "seeds", "train_frames", "dataset_steps")}
+    result = {"paper": "Buckman, Gelada, Bellemare 2020, arXiv:2009.06799, Sec. 6 (MinAtar)",
+              "settings": settings, "results": {}}
+    for dataset in args.dataset:
+        per_game = {}
+        for game in args.games:
+            entry = {}
+            try:
+                entry["behaviour_return"] = behaviour_return(dataset_dir(args.datasets, game, dataset))
+            except Exception as e:  # noqa: BLE001 - reported, not fatal
+                entry["behaviour_return"] = float("nan")
+                entry["behaviour_error"] = str(e)
+            for algorithm in args.algorithms:
+                scores = []
+                for seed in args.seeds:
+                    base_dir, _ = run_command(game, dataset, algorithm, seed, args)
+                    records = [r for r in read_records(base_dir) if "eval_return_mean" in r]
+                    if len(records) >= args.iterations:
+                        scores.append(float(np.mean([r["eval_return_mean"] for r in records[-args.final_iterations:]])))
+                values = np.array(scores)
+                entry[algorithm] = {
+                    "per_seed": scores,
+                    "mean": float(values.mean()) if values.size else float("nan"),
+                    "ci95": t_interval(values),
+                }
+            per_game[game] = entry
+        result["results"][dataset] = per_game
     return result
 
 
 def print_table(result: dict, algorithms) -> None:
-    header = f"{'game':<15}{'behaviour':>11}" + "".join(f"{a:>20}" for a in algorithms)
-    print(header)
-    for game, entry in result["games"].items():
-        row = f"{game:<15}{entry['behaviour_return']:>11.2f}"
-        for algorithm in algorithms:
-            cell = entry[algorithm]
-            row += f"{cell['mean']:>11.2f} ± {cell['ci95']:<5.2f}({len(cell['per_seed'])})"
-        print(row)
+    for dataset, per_game in result["results"].items():
+        print(f"\ndataset {dataset}: final online return, mean ± 95% CI over seeds (number of seeds)")
+        print(f"{'game':<15}{'behaviour':>11}" + "".join(f"{a:>22}" for a in algorithms))
+        for game, entry in per_game.items():
+            row = f"{game:<15}{entry['behaviour_return']:>11.2f}"
+            for algorithm in algorithms:
+                cell = entry[algorithm]
+                row += f"{cell['mean']:>12.2f} ± {cell['ci95']:<5.2f}({len(cell['per_seed'])})"
+            print(row)
 
 
 def plot(result: dict, algorithms, path: str) -> None:
@@ -165,25 +187,28 @@ def plot(result: dict, algorithms, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    games = list(result["games"])
-    fig, axes = plt.subplots(1, len(games), figsize=(3.2 * len(games), 3.6), squeeze=False)
+    datasets = list(result["results"])
+    games = list(result["results"][datasets[0]])
+    fig, axes = plt.subplots(len(datasets), len(games), figsize=(3.2 * len(games), 3.4 * len(datasets)), squeeze=False)
     colors = {"naive": "tab:red", "uncertainty": "tab:blue", "proximal": "tab:purple", "imitation": "tab:green"}
-    for ax, game in zip(axes[0], games):
-        entry = result["games"][game]
-        means = [entry[a]["mean"] for a in algorithms]
-        errors = [0.0 if np.isnan(entry[a]["ci95"]) else entry[a]["ci95"] for a in algorithms]
-        ax.bar(range(len(algorithms)), means, yerr=errors, color=[colors.get(a, "0.5") for a in algorithms], capsize=3)
-        for a_index, algorithm in enumerate(algorithms):
-            ax.scatter([a_index] * len(entry[algorithm]["per_seed"]), entry[algorithm]["per_seed"], color="k", s=8, zorder=3)
-        if np.isfinite(entry["behaviour_return"]):
-            ax.axhline(entry["behaviour_return"], color="k", linestyle="--", linewidth=1, label="behaviour (data)")
-        ax.set_xticks(range(len(algorithms)))
-        ax.set_xticklabels(algorithms, rotation=30, fontsize=8)
-        ax.set_title(game)
-    axes[0][0].set_ylabel("final online return")
+    for row, dataset in enumerate(datasets):
+        for ax, game in zip(axes[row], games):
+            entry = result["results"][dataset][game]
+            means = [entry[a]["mean"] for a in algorithms]
+            errors = [0.0 if np.isnan(entry[a]["ci95"]) else entry[a]["ci95"] for a in algorithms]
+            ax.bar(range(len(algorithms)), means, yerr=errors, capsize=3,
+                   color=[colors.get(a, "0.5") for a in algorithms])
+            for index, algorithm in enumerate(algorithms):
+                seeds = entry[algorithm]["per_seed"]
+                ax.scatter([index] * len(seeds), seeds, color="k", s=8, zorder=3)
+            if np.isfinite(entry["behaviour_return"]):
+                ax.axhline(entry["behaviour_return"], color="k", linestyle="--", linewidth=1, label="behaviour (data)")
+            ax.set_xticks(range(len(algorithms)))
+            ax.set_xticklabels(algorithms, rotation=30, fontsize=8)
+            ax.set_title(f"{game}, {dataset}", fontsize=9)
+        axes[row][0].set_ylabel("final online return")
     axes[0][0].legend(fontsize=7)
-    settings = result["settings"]
-    fig.suptitle(f"Offline MinAtar, dataset {settings['dataset']}; mean and 95% CI over {len(settings['seeds'])} seeds")
+    fig.suptitle(f"Offline MinAtar FDPO: mean and 95% CI over {len(result['settings']['seeds'])} seeds (dots: seeds)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -193,44 +218,48 @@ def main() -> None:
     parser.add_argument("--games", nargs="+", default=list(GAMES), choices=GAMES)
     parser.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS), choices=ALGORITHMS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--datasets", default=os.path.join(REPO, "datasets", "minatar"))
-    parser.add_argument("--dataset", default="eps_0.5", help="which dataset of each game (a folder name)")
+    parser.add_argument("--datasets", default=os.path.join(REPO, "datasets", "minatar"), help="root of the datasets")
+    parser.add_argument("--dataset", nargs="+", default=["eps_0.1", "eps_0.5"],
+                        help="which datasets of each game (folder names, e.g. eps_0.1 or random)")
     parser.add_argument("--runs", default=os.path.join(REPO, "runs", "offline_minatar"))
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--training_steps", type=int, default=5000, help="gradient steps per iteration")
     parser.add_argument("--evaluation_steps", type=int, default=5000)
     parser.add_argument("--batch_size", type=int, default=256)
-    parser.add_argument("--target_update_period", type=int, default=1000)
+    parser.add_argument("--target_update_period", type=int, default=1000, help="in gradient steps")
     parser.add_argument("--final_iterations", type=int, default=3, help="iterations averaged for the final score")
-    parser.add_argument("--workers", type=int, default=1, help="runs in parallel")
+    parser.add_argument("--workers", type=int, default=1, help="runs (and builds) in parallel")
     parser.add_argument("--build", action="store_true", help="build missing datasets first")
-    parser.add_argument("--build_epsilons", nargs="+", type=float, default=[0.0, 0.1, 0.5, 1.0])
-    parser.add_argument("--dataset_steps", type=int, default=100_000)
-    parser.add_argument("--dqn_steps", type=int, default=500_000)
+    parser.add_argument("--build_epsilons", nargs="+", type=float, default=[0.1, 0.5])
+    parser.add_argument("--dataset_steps", type=int, default=100_000, help="steps per dataset")
+    parser.add_argument("--train_frames", type=int, default=250_000, help="behaviour DQN's online training steps")
+    parser.add_argument("--build_bindings", nargs="*", default=[], help="gin bindings for the behaviour DQN")
     parser.add_argument("--collect_only", action="store_true", help="only tabulate finished runs")
     parser.add_argument("--tiny", action="store_true", help="CPU smoke size: overrides the budget flags")
     args = parser.parse_args()
     if args.tiny:
         args.iterations, args.training_steps, args.evaluation_steps = 2, 100, 300
         args.batch_size, args.target_update_period, args.final_iterations = 32, 50, 1
-        args.dataset_steps, args.dqn_steps = 3000, 2000
-        args.build_epsilons = [0.5]
+        args.dataset_steps, args.train_frames = 2000, 300
+        args.build_epsilons, args.dataset = [0.5], ["eps_0.5"]
+        args.build_bindings = ["DQNAgent.min_replay_history = 150", "MinAtarCNN.hidden_units = (32,)",
+                               "Runner.evaluation_steps = 50"]
+    start = time.time()
     if not args.collect_only:
-        if args.build:
-            for game in args.games:
-                if not os.path.exists(os.path.join(dataset_dir(args.datasets, game, args.dataset), "manifest.json")):
-                    command = build_command(game, args.datasets, args)
-                    print("building:", " ".join(command), flush=True)
-                    subprocess.check_call(command, cwd=REPO)
-        jobs = [run_command(g, a, s, args) for g in args.games for a in args.algorithms for s in args.seeds]
-        start = time.time()
         with concurrent.futures.ThreadPoolExecutor(args.workers) as pool:
+            if args.build:
+                for game, seconds, code in pool.map(lambda g: build(g, args), args.games):
+                    status = "ok" if code == 0 else f"FAILED (exit {code}; see {args.datasets}/{game}/build.log)"
+                    print(f"datasets {game}: {status}, {seconds:.0f} s [{time.time() - start:.0f} s elapsed]", flush=True)
+            jobs = [run_command(g, d, a, s, args)
+                    for d in args.dataset for g in args.games for a in args.algorithms for s in args.seeds]
             for base_dir, seconds, code in pool.map(lambda job: execute(job, args.iterations), jobs):
                 status = "ok" if code == 0 else f"FAILED (exit {code}; see {base_dir}/stdout.log)"
                 print(f"{os.path.relpath(base_dir, args.runs)}: {status}, {seconds:.0f} s "
                       f"[{time.time() - start:.0f} s elapsed]", flush=True)
     result = collect(args)
+    result["seconds"] = time.time() - start
     print_table(result, args.algorithms)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "offline_minatar.json"), "w") as f:
