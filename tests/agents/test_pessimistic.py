@@ -177,14 +177,20 @@ def test_offline_learning_on_a_fixed_dataset():
 
 def test_agents_vmap_over_seeds():
     """The compiled runner vmaps init/act/update over seeds: each must be traceable that way."""
-    for algorithm in pessimistic.ALGORITHMS:
+    for algorithm in ("proximal", "uncertainty"):  # the two with extra networks or heads
         _, agent = make_agent(algorithm)
         keys = jax.random.split(jax.random.PRNGKey(0), 2)
-        states = jax.vmap(lambda k: agent.init(k, OBS_SHAPE, NUM_ACTIONS))(keys)
         batch = random_batch(np.random.default_rng(5))
-        states, metrics = jax.vmap(agent.update, in_axes=(0, None, 0))(states, batch, keys)
-        actions = jax.vmap(agent.act, in_axes=(0, None, 0, None))(states, batch.observation[0], keys, False)
-        assert actions.shape == (2,) and metrics["loss"].shape == (2,)
+
+        @jax.jit
+        def step(keys, batch):
+            states = jax.vmap(lambda k: agent.init(k, OBS_SHAPE, NUM_ACTIONS))(keys)
+            states, metrics = jax.vmap(agent.update, in_axes=(0, None, 0))(states, batch, keys)
+            actions = jax.vmap(lambda s, k: agent.act(s, batch.observation[0], k, False))(states, keys)
+            return actions, metrics["loss"]
+
+        actions, loss = step(keys, batch)
+        assert actions.shape == (2,) and loss.shape == (2,) and np.all(np.isfinite(loss))
 
 
 def test_bad_configuration_raises():
@@ -198,12 +204,69 @@ def test_bad_configuration_raises():
 
 
 def test_host_agent_builds_and_steps():
-    agent = pessimistic.PessimisticAgent(
-        NUM_ACTIONS, (4,), np.float32, algorithm="proximal",
-        torso=lambda: networks.MLP(hidden_units=(8,)), batch_size=4,
-    )
+    import gin
+
+    gin.clear_config()
+    gin.bind_parameter("ReplayBuffer.capacity", 100)
+    try:
+        agent = pessimistic.PessimisticAgent(
+            NUM_ACTIONS, (4,), np.float32, algorithm="proximal",
+            torso=lambda: networks.MLP(hidden_units=(8,)), batch_size=4,
+        )
+    finally:
+        gin.clear_config()
     action = agent.begin_episode(np.zeros(4, np.float32))
     assert 0 <= action < NUM_ACTIONS
     for _ in range(6):
         action = agent.step(1.0, np.ones(4, np.float32))
     assert agent.pop_training_metrics()["update_steps"] > 0
+
+
+@pytest.fixture(scope="module")
+def minatar_dataset(tmp_path_factory):
+    """400 uniform-random steps of MinAtar Breakout as an accumbens dataset."""
+    from accumbens.environments import create_environment
+    from accumbens.replay.dataset import DatasetWriter
+
+    directory = str(tmp_path_factory.mktemp("data") / "breakout_random")
+    env = create_environment("minatar:breakout")
+    rng = np.random.default_rng(0)
+    observation, _ = env.reset(seed=0)
+    num_actions = int(env.action_space.n)
+    with DatasetWriter(directory, observation.shape, observation.dtype, num_actions) as writer:
+        for step in range(400):
+            action = int(rng.integers(num_actions))
+            next_observation, reward, terminated, truncated, _ = env.step(action)
+            truncated = (truncated or step == 399) and not terminated
+            ended = terminated or truncated
+            writer.add(observation, action, reward, terminated, truncated,
+                       final_observation=next_observation if ended else None,
+                       behaviour_probability=1 / num_actions, epsilon=1.0)
+            observation = env.reset()[0] if ended else next_observation
+    return directory
+
+
+@pytest.mark.parametrize("algorithm", [
+    "proximal",
+    pytest.param("naive", marks=pytest.mark.slow),
+    pytest.param("imitation", marks=pytest.mark.slow),
+    pytest.param("uncertainty", marks=pytest.mark.slow),
+])
+def test_gin_config_runs_an_offline_iteration(tmp_path, minatar_dataset, algorithm):
+    from accumbens import train
+    from accumbens.runners.offline import OfflineRunner
+
+    train.parse_config([f"pessimistic/{algorithm}_minatar"], [
+        f"OfflineRunner.dataset_dir = '{minatar_dataset}'",
+        "OfflineRunner.num_iterations = 1",
+        "OfflineRunner.training_steps = 20",
+        "OfflineRunner.evaluation_steps = 30",
+        "PessimisticAgent.batch_size = 8",
+        "MinAtarCNN.hidden_units = (16,)",
+    ])
+    runner = OfflineRunner(base_dir=str(tmp_path), tensorboard=False, progress_bar=False)
+    assert runner.agent.algorithm == algorithm
+    records = runner.run_experiment()
+    assert records[0]["update_steps"] == 20 and np.isfinite(records[0]["loss"])
+    assert records[0]["eval_steps"] >= 30
+    assert int(runner.agent.state.update_steps) == 20
