@@ -1,0 +1,156 @@
+"""PowerAttentionEncoder: shapes, recurrent = parallel, masking at episode starts, equal parameters.
+
+Tolerances. In float64 (parameters and inputs cast; this folder enables x64) the recurrent form
+(one step at a time, carrying the state) and the parallel chunked form agree to 1e-10: they are
+the same function. In float32, as agents run them, they agree to about 1e-5 typically, but not
+uniformly: the state form computes (q.k)^2 as a sum over the D expanded features, whose rounding
+error is ~1e-7 |q|^2 |k|^2, so a step whose (q.k)^2 is small against |q|^2 |k|^2 (nearly
+orthogonal query and keys) has a much larger relative error (we saw 5e-3 on one feature). The
+float32 test therefore bounds the mean error (1e-4) and the worst one (2e-2).
+Everything is jitted: on this project's shared CPU, compiling one function is much cheaper than
+the many small compilations of eager Flax.
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from accumbens.agents.networks import MLP, MinAtarCNN
+from accumbens.sequence.encoder import PowerAttentionEncoder, SequenceTorso, reset_carry, softmax_attention
+
+TOL = dict(atol=1e-10, rtol=1e-10)  # float64
+TOL32 = dict(atol=1e-4, rtol=1e-4)  # float32, well-conditioned cases
+B, T, OBS = 3, 13, 3
+
+
+def make_encoder(attention="power", **kwargs):
+    settings = dict(num_layers=2, num_heads=2, head_dim=8, chunk_size=4, context_length=32)
+    settings.update(kwargs)
+    return PowerAttentionEncoder(torso=MLP(hidden_units=(16,)), attention=attention, **settings)
+
+
+def run_recurrent(encoder, params, observations):
+    """Features of the recurrent form over observations [B, T', obs] from a fresh carry: [B, T', dim]."""
+
+    def scan_body(carry, observation):
+        return encoder.apply(params, carry, observation, method=encoder.step)
+
+    carry = encoder.initial_carry(observations.shape[0], observations.dtype)
+    _, features = jax.lax.scan(scan_body, carry, jnp.swapaxes(observations, 0, 1))
+    return jnp.swapaxes(features, 0, 1)
+
+
+@pytest.mark.parametrize("attention", ["power", "softmax"])
+def test_recurrent_equals_parallel_and_masking(attention, rng):
+    encoder = make_encoder(attention)
+    observations = jnp.asarray(rng.normal(size=(B, T, OBS)))
+    starts = np.array([0, 5, T - 1])  # episode starts inside the window: earlier steps are padding
+    mask = jnp.asarray(np.arange(T)[None, :] >= starts[:, None])
+    params = jax.jit(encoder.init)(jax.random.PRNGKey(1), observations, mask)
+    params = jax.tree.map(lambda x: x.astype(jnp.float64), params)
+    parallel_fn = jax.jit(encoder.apply)
+    parallel = parallel_fn(params, observations, mask)
+    assert parallel.shape == (B, T, 16) and parallel.dtype == jnp.float64
+
+    # Recurrent = parallel: each sequence run step by step from its episode start (T=13 steps are
+    # 4 chunks of 4, so the chunked form carries its state across chunk boundaries too).
+    recurrent = jax.jit(run_recurrent, static_argnums=0)
+    for b, start in enumerate(starts):
+        np.testing.assert_allclose(recurrent(encoder, params, observations[b:b + 1, start:])[0], parallel[b, start:], **TOL)
+
+    # Masked steps before the episode start: their contents do not matter.
+    scrambled = jnp.where(mask[..., None], observations, 10.0 * jnp.asarray(rng.normal(size=(B, T, OBS))))
+    again = parallel_fn(params, scrambled, mask)
+    np.testing.assert_allclose(np.where(mask[..., None], again, 0), np.where(mask[..., None], parallel, 0), **TOL)
+
+    # The carry has a fixed size (power) and resets per sequence.
+    step = jax.jit(lambda carry, x: encoder.apply(params, carry, x, method=encoder.step))
+    carry = encoder.initial_carry(B, jnp.float64)
+    shapes = jax.tree.map(lambda x: x.shape, carry)
+    for t in range(3):
+        carry, features = step(carry, observations[:, t])
+    assert features.shape == (B, 16) and jax.tree.map(lambda x: x.shape, carry) == shapes
+    if attention == "power":
+        assert carry[0].S.shape == (B, 2, math.comb(9, 2), 8)  # D = C(d + 1, 2) per head
+    initial = encoder.initial_carry(B, jnp.float64)
+    fresh = reset_carry(carry, initial, jnp.array([True, False, False]))
+    for new, old, init in zip(jax.tree.leaves(fresh), jax.tree.leaves(carry), jax.tree.leaves(initial)):
+        np.testing.assert_array_equal(new[0], init[0])
+        np.testing.assert_array_equal(new[1:], old[1:])
+
+
+@pytest.mark.parametrize("attention", ["power", "softmax"])
+def test_recurrent_close_to_parallel_in_float32(attention, rng):
+    encoder = make_encoder(attention)
+    observations = jnp.asarray(rng.normal(size=(4, T, OBS)), jnp.float32)
+    params = jax.jit(encoder.init)(jax.random.PRNGKey(2), observations)
+    parallel = jax.jit(encoder.apply)(params, observations)
+    recurrent = jax.jit(run_recurrent, static_argnums=0)(encoder, params, observations)
+    assert parallel.dtype == recurrent.dtype == jnp.float32
+    error = np.abs(np.asarray(recurrent) - np.asarray(parallel))
+    assert error.mean() < 1e-4 and error.max() < 2e-2, (error.mean(), error.max())
+
+
+def test_softmax_attention_matches_float64_numpy(rng):
+    b, t, h, d = 2, 7, 2, 4
+    q, k, v = (rng.normal(size=(b, t, h, d)) for _ in range(3))
+    log_g = -rng.uniform(0, 0.5, size=(b, t, h))
+    mask = np.arange(t)[None] >= np.array([[0], [3]])
+    got = jax.jit(softmax_attention, static_argnums=5)(q, k, v, log_g, mask, 0.5)
+    want = np.zeros((b, t, h, d))
+    G = np.cumsum(log_g, axis=1)
+    for bi in range(b):
+        for hi in range(h):
+            for i in range(t):
+                js = [j for j in range(i + 1) if mask[bi, j]]
+                if not js:
+                    continue  # no valid key: zeros
+                s = np.array([0.5 * q[bi, i, hi] @ k[bi, j, hi] + G[bi, i, hi] - G[bi, j, hi] for j in js])
+                w = np.exp(s - s.max())
+                want[bi, i, hi] = (w / w.sum()) @ v[bi, js, hi]
+    np.testing.assert_allclose(got, want, atol=1e-12)  # float64 (x64 is on in this folder)
+
+
+def test_power_and_softmax_have_equal_parameters():
+    observations = jnp.zeros((1, 4, OBS), jnp.float32)
+    shapes = [
+        jax.tree.map(lambda x: x.shape, jax.eval_shape(make_encoder(a).init, jax.random.PRNGKey(0), observations))
+        for a in ("power", "softmax")
+    ]
+    assert shapes[0] == shapes[1]
+
+
+def test_sequence_torso_on_a_frame_stack_masks_leading_zero_frames(rng):
+    """Any agent's frame stack [B, obs, L], zero-padded before the episode start, as a sequence."""
+    encoder = make_encoder("power", num_layers=1)
+    torso = SequenceTorso(encoder=encoder, observation_ndim=1)
+    observations = jnp.asarray(rng.normal(size=(2, 6, OBS)), jnp.float32)
+    stack = jnp.moveaxis(observations, 1, -1).at[1, :, :2].set(0.0)  # second: 2 padding frames
+    params = jax.jit(torso.init)(jax.random.PRNGKey(0), stack)
+    got = jax.jit(torso.apply)(params, stack)
+    mask = jnp.asarray([[True] * 6, [False] * 2 + [True] * 4])
+    want = jax.jit(encoder.apply)({"params": params["params"]["encoder"]}, observations, mask)[:, -1]
+    np.testing.assert_allclose(got, want, **TOL32)  # the same float32 computation
+
+
+def test_conv_torso_per_step_shapes():
+    encoder = PowerAttentionEncoder(torso=MinAtarCNN(), num_layers=1, num_heads=2, head_dim=8)
+    observations = jnp.zeros((2, 5, 10, 10, 4), jnp.uint8)
+    params = jax.eval_shape(encoder.init, jax.random.PRNGKey(0), observations)
+    assert jax.eval_shape(encoder.apply, params, observations).shape == (2, 5, 16)
+    carry, features = jax.eval_shape(
+        lambda p, x: encoder.apply(p, encoder.initial_carry(2), x, method=encoder.step), params, observations[:, 0]
+    )
+    assert features.shape == (2, 16)
+
+
+def test_bad_arguments():
+    observations = jnp.zeros((1, 4, OBS), jnp.float32)
+    with pytest.raises(ValueError, match="attention must be one of"):
+        jax.eval_shape(make_encoder("linear").init, jax.random.PRNGKey(0), observations)
+    with pytest.raises(ValueError, match="mask shape"):
+        jax.eval_shape(make_encoder().init, jax.random.PRNGKey(0), observations, jnp.ones((1, 3), bool))
