@@ -81,6 +81,7 @@ def run_command(game: str, dataset: str, algorithm: str, seed: int, args: argpar
         f"OfflineRunner.seed = {seed}",
         "OfflineRunner.progress_bar = False",
         "OfflineRunner.tensorboard = False",
+        f"OfflineRunner.updates_per_call = {args.updates_per_call}",
         f"PessimisticAgent.batch_size = {args.batch_size}",
         f"PessimisticAgent.target_update_period = {args.target_update_period}",
     ]
@@ -139,7 +140,7 @@ def collect(args: argparse.Namespace) -> dict:
     """{'settings', 'results': {dataset: {game: {'behaviour_return', algorithm: {...}}}}}."""
     settings = {k: getattr(args, k) for k in (
         "iterations", "training_steps", "evaluation_steps", "batch_size", "target_update_period",
-        "final_iterations", "seeds", "train_frames", "dataset_steps")}
+        "final_iterations", "seeds", "train_frames", "dataset_steps", "updates_per_call")}
     result = {"paper": "Buckman, Gelada, Bellemare 2020, arXiv:2009.06799, Sec. 6 (MinAtar)",
               "settings": settings, "results": {}}
     for dataset in args.dataset:
@@ -228,6 +229,8 @@ def main() -> None:
     parser.add_argument("--evaluation_steps", type=int, default=5000)
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--target_update_period", type=int, default=1000, help="in gradient steps")
+    parser.add_argument("--updates_per_call", type=int, default=1,
+                        help="gradient steps per compiled call (lax.scan); larger saves host round trips on a GPU")
     parser.add_argument("--final_iterations", type=int, default=3, help="iterations averaged for the final score")
     parser.add_argument("--workers", type=int, default=1, help="runs (and builds) in parallel")
     parser.add_argument("--build", action="store_true", help="build missing datasets first")
