@@ -330,3 +330,24 @@ def test_riemann_sum_of_learned_heads_approaches_hyperbolic_values_on_pathworld(
     assert np.max(np.abs(estimate - truth)) <= np.max(np.abs(truncation)) + 0.01
     best_single = min(np.max(np.abs(pathworld.exponential_values(delays, rewards, g) - truth)) for g in np.linspace(0.5, 1.0, 501))
     assert best_single > 0.19 and best_single > 4 * np.max(np.abs(estimate - truth))
+
+
+# ----- both runners on MinAtar ----------------------------------------------------------------------
+_TINY = ["Runner.num_iterations = 1", "Runner.training_steps = 300", "Runner.evaluation_steps = 100",
+         "Runner.max_steps_per_episode = 500", "HyperbolicAgent.min_replay_history = 100", "ReplayBuffer.capacity = 5000"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("gin_file", ["hyperbolic/minatar", "hyperbolic/minatar_multi_horizon"])
+def test_minatar_configs_run_on_the_host_and_compiled_runners(tmp_path, make_runner, gin_file):
+    """One tiny iteration of each MinAtar config on the host runner and on the compiled runner
+    (gymnax MinAtar, two seeds vmapped): updates happen and the loss is finite (minutes on CPU)."""
+    from accumbens.runners.compiled import CompiledRunner
+
+    record = make_runner(gin_file, _TINY).run_experiment()[0]
+    assert record["update_steps"] > 0 and np.isfinite(record["loss"])
+    train.parse_config([gin_file], _TINY)
+    runner = CompiledRunner(str(tmp_path / "compiled"), num_seeds=2, tensorboard=False)
+    records = runner.run_experiment()[0]
+    assert len(records) == 2
+    assert all(r["update_steps"] > 0 and np.isfinite(r["loss"]) for r in records)
