@@ -89,6 +89,16 @@ def test_selected_by_name_and_clear_errors(tmp_path, random_dataset):
     assert isinstance(create_runner(str(tmp_path / "by_gin")), OfflineRunner)  # default_runner in the gin file
     train.parse_config(["dqn/cartpole"], [f"OfflineRunner.dataset_dir = '{directory}'", *SMALL])
     assert isinstance(create_runner(str(tmp_path / "by_cli"), runner_name="offline"), OfflineRunner)
+    # The agent's own replay may be the fixed one; then OfflineRunner.dataset_dir is optional.
+    train.parse_config(["offline/dqn_cartpole"], [*SMALL, "DQNAgent.replay_scheme = 'fixed'",
+                                                  f"FixedReplayBuffer.dataset_dir = '{directory}'"])
+    runner = OfflineRunner(base_dir=str(tmp_path / "agent_fixed"), tensorboard=False)
+    assert isinstance(runner.agent.replay, FixedReplayBuffer) and len(runner.agent.replay) == 3000
+    train.parse_config(["offline/dqn_cartpole"], [*SMALL, "DQNAgent.replay_scheme = 'fixed'",
+                                                  f"FixedReplayBuffer.dataset_dir = '{directory}'",
+                                                  f"OfflineRunner.dataset_dir = '{tmp_path}'"])
+    with pytest.raises(ValueError, match="set only one"):
+        OfflineRunner(base_dir=str(tmp_path / "both"), tensorboard=False)
     train.parse_config(["offline/dqn_cartpole"], SMALL)
     with pytest.raises(ValueError, match="OfflineRunner.dataset_dir"):
         OfflineRunner(base_dir=str(tmp_path / "none"), tensorboard=False)
