@@ -48,8 +48,37 @@ def build_command(game: str, args: argparse.Namespace) -> list[str]:
         "--train_frames", str(args.train_frames),
         "--seed", "0",
         "--no-progress_bar",
+        *(["--random"] if "random" in args.dataset else []),
         *(["--gin_bindings", *args.build_bindings] if args.build_bindings else []),
     ]
+
+
+INTERRUPTED = -999  # return code of a job stopped at --deadline_s (it resumes on the next call)
+_DEADLINE = [float("inf")]  # wall-clock time (time.time()) after which jobs are stopped
+
+
+def call_until_deadline(argv: list[str], log_path: str) -> int:
+    """Runs argv with output to log_path; stops it (SIGTERM, then SIGKILL) at the deadline.
+
+    Returns its exit code, or INTERRUPTED. Jobs write checkpoints per iteration, so a stopped
+    one resumes from its last complete iteration on the next call of this script."""
+    if time.time() >= _DEADLINE[0]:
+        return INTERRUPTED
+    env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")  # several processes share one GPU
+    with open(log_path, "a") as log:
+        process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        while True:
+            try:
+                return process.wait(timeout=max(0.1, min(5.0, _DEADLINE[0] - time.time())))
+            except subprocess.TimeoutExpired:
+                if time.time() >= _DEADLINE[0]:
+                    process.terminate()
+                    try:
+                        process.wait(timeout=20)
+                    except subprocess.TimeoutExpired:
+                        process.kill()
+                        process.wait()
+                    return INTERRUPTED
 
 
 def build(game: str, args: argparse.Namespace) -> tuple[str, float, int]:
@@ -59,9 +88,7 @@ def build(game: str, args: argparse.Namespace) -> tuple[str, float, int]:
         return game, 0.0, 0
     os.makedirs(os.path.join(args.datasets, game), exist_ok=True)
     start = time.time()
-    with open(os.path.join(args.datasets, game, "build.log"), "a") as log:
-        code = subprocess.call(build_command(game, args), cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                               env=dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false"))
+    code = call_until_deadline(build_command(game, args), os.path.join(args.datasets, game, "build.log"))
     return game, time.time() - start, code
 
 
@@ -108,15 +135,13 @@ def execute(job: tuple[str, list[str]], iterations: int) -> tuple[str, float, in
     if len(read_records(base_dir)) >= iterations:
         return base_dir, 0.0, 0
     os.makedirs(base_dir, exist_ok=True)
-    env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")  # several runs share one GPU
     start = time.time()
-    with open(os.path.join(base_dir, "stdout.log"), "a") as log:
-        code = subprocess.call(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    code = call_until_deadline(argv, os.path.join(base_dir, "stdout.log"))
     return base_dir, time.time() - start, code
 
 
 def behaviour_return(directory: str) -> float:
-    """Mean undiscounted return of the dataset's complete episodes (NaN if none)."""
+    """Mean undiscounted return of the dataset's episodes (the last one may be cut at the dataset's end; NaN if none)."""
     from accumbens.replay import dataset as dataset_lib
 
     data = dataset_lib.load_dataset(directory, ["reward", "terminated", "truncated", "is_final"])
@@ -214,6 +239,14 @@ def plot(result: dict, algorithms, path: str) -> None:
     fig.savefig(path, dpi=120)
 
 
+def _status(code: int, log: str) -> str:
+    if code == 0:
+        return "ok"
+    if code == INTERRUPTED:
+        return "stopped at the deadline (run the same command again to resume)"
+    return f"FAILED (exit {code}; see {log})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--games", nargs="+", default=list(GAMES), choices=GAMES)
@@ -238,6 +271,8 @@ def main() -> None:
     parser.add_argument("--dataset_steps", type=int, default=100_000, help="steps per dataset")
     parser.add_argument("--train_frames", type=int, default=250_000, help="behaviour DQN's online training steps")
     parser.add_argument("--build_bindings", nargs="*", default=[], help="gin bindings for the behaviour DQN")
+    parser.add_argument("--deadline_s", type=float, default=None,
+                        help="stop every job after this many seconds (they resume on the next call)")
     parser.add_argument("--collect_only", action="store_true", help="only tabulate finished runs")
     parser.add_argument("--tiny", action="store_true", help="CPU smoke size: overrides the budget flags")
     args = parser.parse_args()
@@ -249,16 +284,23 @@ def main() -> None:
         args.build_bindings = ["DQNAgent.min_replay_history = 150", "MinAtarCNN.hidden_units = (32,)",
                                "Runner.evaluation_steps = 50"]
     start = time.time()
+    if args.deadline_s is not None:
+        _DEADLINE[0] = start + args.deadline_s
     if not args.collect_only:
         with concurrent.futures.ThreadPoolExecutor(args.workers) as pool:
             if args.build:
                 for game, seconds, code in pool.map(lambda g: build(g, args), args.games):
-                    status = "ok" if code == 0 else f"FAILED (exit {code}; see {args.datasets}/{game}/build.log)"
+                    status = _status(code, f"{args.datasets}/{game}/build.log")
                     print(f"datasets {game}: {status}, {seconds:.0f} s [{time.time() - start:.0f} s elapsed]", flush=True)
-            jobs = [run_command(g, d, a, s, args)
-                    for d in args.dataset for g in args.games for a in args.algorithms for s in args.seeds]
+            ready = [(g, d) for d in args.dataset for g in args.games
+                     if os.path.exists(os.path.join(dataset_dir(args.datasets, g, d), "manifest.json"))]
+            for d in args.dataset:
+                for g in args.games:
+                    if (g, d) not in ready:
+                        print(f"no dataset {dataset_dir(args.datasets, g, d)}: its runs are skipped (use --build)")
+            jobs = [run_command(g, d, a, s, args) for g, d in ready for a in args.algorithms for s in args.seeds]
             for base_dir, seconds, code in pool.map(lambda job: execute(job, args.iterations), jobs):
-                status = "ok" if code == 0 else f"FAILED (exit {code}; see {base_dir}/stdout.log)"
+                status = _status(code, f"{base_dir}/stdout.log")
                 print(f"{os.path.relpath(base_dir, args.runs)}: {status}, {seconds:.0f} s "
                       f"[{time.time() - start:.0f} s elapsed]", flush=True)
     result = collect(args)
