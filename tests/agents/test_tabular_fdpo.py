@@ -161,3 +161,21 @@ def test_bad_inputs_raise():
         fdpo.epsilon_greedy(np.full((2, 2), 0.5), 1.5)
     with pytest.raises(ValueError, match="next_counts"):
         fdpo.TabularDataset(np.ones((2, 2)), np.zeros((2, 2)), np.zeros((2, 2, 2)))
+
+
+def test_pessimism_beats_naive_on_narrow_data():
+    """The paper's finding at one point (Fig. 2, right, eps = 0): with 2000 transitions of the
+    optimal policy, naive FDPO is near random while both pessimistic forms are near optimal."""
+    rng = np.random.default_rng(5)
+    mdp = fdpo.random_gridworlds(rng, 20)
+    optimal, _ = fdpo.policy_iteration(mdp.rewards, mdp.transitions, mdp.gamma)
+    dataset = fdpo.collect_dataset(rng, mdp, optimal, 2000, mdp.initial)
+    unvisited = rng.uniform(size=dataset.counts.shape)
+    random_return = mdp.returns(np.full(optimal.shape, 0.25)).mean()
+    optimal_return = mdp.returns(optimal).mean()
+    naive = mdp.returns(fdpo.naive_fdpo(dataset, mdp.gamma, unvisited)).mean()
+    ua = mdp.returns(fdpo.uncertainty_aware_fdpo(dataset, mdp.gamma, unvisited)).mean()
+    proximal = mdp.returns(fdpo.proximal_fdpo(dataset, mdp.gamma, unvisited)).mean()
+    gap = optimal_return - random_return
+    assert naive < random_return + 0.2 * gap
+    assert ua > optimal_return - 0.1 * gap and proximal > optimal_return - 0.1 * gap
