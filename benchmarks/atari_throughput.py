@@ -105,6 +105,64 @@ def _environment_only(num_envs: int, steps: int) -> dict:
     return {"num_envs": num_envs, "steps_per_second_per_env": steps / seconds, "aggregate": steps * num_envs / seconds}
 
 
+def _profile(seeds: int, calls: int = 300) -> dict:
+    """Microseconds per call of the pieces of one tick, on this machine (for the time table)."""
+    sys.path.insert(0, ROOT)
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from accumbens import train
+    from accumbens.runners.multi_seed import MultiSeedRunner
+
+    train.parse_config(["dqn/atari.gin"], ["Runner.num_iterations = 1", "Runner.evaluation_steps = 0",
+                                            "ReplayBuffer.capacity = 20000"])
+    runner = MultiSeedRunner(base_dir=f"/tmp/atari_profile_{os.getpid()}", seeds=list(range(seeds)),
+                             training_steps=1, tensorboard=False, progress_bar=False)
+    agent, n = runner.agent, seeds
+    rng = np.random.default_rng(0)
+    for a in runner.agents:  # a replay with 2,000 steps of random frames
+        for t in range(2000):
+            a.replay.add(rng.integers(0, 255, (84, 84), np.uint8), 0, 0.0, t % 500 == 499, False)
+    stacks = rng.integers(0, 255, runner.stacks.shape, np.uint8)
+    env_steps = np.zeros(n, np.int32)
+    active = runner._mask(np.ones(n, bool))
+    due = np.ones(n, bool)
+
+    def timed(fn, count=calls):
+        fn()
+        start = time.perf_counter()
+        for _ in range(count):
+            fn()
+        return 1e6 * (time.perf_counter() - start) / count
+
+    out = {"seeds": n}
+    out["act_us"] = timed(lambda: np.asarray(agent.act(agent.state, agent.rng, stacks, env_steps, active, training=True)[0]))
+    out["put_stacks_us"] = timed(lambda: jax.device_put(stacks).block_until_ready())
+    trivial = jax.jit(lambda x: x + 1)
+    x = jnp.zeros(n, jnp.int32)
+    out["trivial_jit_and_fetch_us"] = timed(lambda: np.asarray(trivial(x)))
+    host, device = runner._sample(due)
+    out["sample_and_put_us"] = timed(lambda: jax.block_until_ready(runner._sample(due)[1]), 100)
+    out["sample_only_us"] = timed(lambda: [a.replay.sample(a._sample_rng, 32) for a in runner.agents], 100)
+    frame = stacks[0, ..., 0]
+    out["replay_add_us_per_seed"] = timed(lambda: runner.agents[0].replay.add(frame, 0, 0.0, False, False), 1000)
+    mask = runner._mask(due)
+
+    def update():
+        agent.state, agent.rng, loss, _ = agent.update(agent.state, agent.rng, device, env_steps, mask)
+        jax.block_until_ready(agent.state)
+
+    out["update_blocking_us"] = timed(update, 100)
+
+    def update_then_act():
+        agent.state, agent.rng, loss, _ = agent.update(agent.state, agent.rng, device, env_steps, mask)
+        return np.asarray(agent.act(agent.state, agent.rng, stacks, env_steps, active, training=True)[0])
+
+    out["update_dispatch_then_act_us"] = timed(update_then_act, 100)
+    return out
+
+
 def _cleanrl(cleanrl_dir: str, total: int, learning_starts: int, timeout: float) -> dict:
     """Runs CleanRL's dqn_atari_jax.py on Pong; training-phase rate from its cumulative SPS lines."""
     env = dict(os.environ)
@@ -179,11 +237,17 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     parser.add_argument("--configs", default=None, help="comma list of env/order/seeds, e.g. vector/overlap/3")
     parser.add_argument("--skip-cleanrl", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="also time the pieces of one tick")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         spec = json.loads(args.child)
-        result = _environment_only(**spec["env_only"]) if "env_only" in spec else _accumbens(spec)
+        if "env_only" in spec:
+            result = _environment_only(**spec["env_only"])
+        elif "profile" in spec:
+            result = _profile(spec["profile"])
+        else:
+            result = _accumbens(spec)
         print("RESULT " + json.dumps(result), flush=True)
         return
 
@@ -202,6 +266,9 @@ def main() -> None:
         results["cleanrl"] = _cleanrl(args.cleanrl_dir, total, starts, 600)
         print(json.dumps(results["cleanrl"]), flush=True)
         save()
+    if args.profile:
+        results["profile"] = [_child(["--child", json.dumps({"profile": k})], 300) for k in (1, 3)]
+        print(json.dumps(results["profile"]), flush=True)
     for num in (1, 3, 8):
         spec = {"env_only": {"num_envs": num, "steps": 300 if args.quick else 1000}}
         results["environment_only"].append(_child(["--child", json.dumps(spec)], 300))

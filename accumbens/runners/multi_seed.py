@@ -45,6 +45,7 @@ environment bind `MultiSeedRunner.create_batched_environment_fn = @create_vector
 """
 from __future__ import annotations
 
+import concurrent.futures
 import inspect
 import os
 import sys
@@ -59,6 +60,7 @@ import numpy as np
 import tqdm
 
 from accumbens.agents.registry import create_agent
+from accumbens.replay.batch import Batch
 from accumbens.environments import create_environment
 from accumbens.runners.batched_env import EnvironmentList
 from accumbens.runners.checkpoints import CheckpointManager
@@ -90,6 +92,29 @@ def _stack(trees):
 
 def _index(tree, i: int):
     return jax.tree.map(lambda leaf: leaf[i], tree)
+
+
+def pack_batch(batch: Batch):
+    """A host `Batch` as few device transfers: each transfer costs ~150 us of latency on the
+    device machine whatever its size, and a Batch has seven arrays. The frames go as they are;
+    action, reward, discount and weight go as one float32 [4, B] array (actions are small
+    integers, exact in float32); `index` stays on the host (only priorities need it). Batches of
+    other types, or with a mask, are transferred leaf by leaf."""
+    if type(batch) is not Batch or batch.mask is not None:
+        return jax.device_put(batch)
+    small = np.stack([batch.action.astype(np.float32), batch.reward, batch.discount, batch.weight]).astype(np.float32)
+    return {"packed_frames": (jax.device_put(batch.observation), jax.device_put(batch.next_observation)),
+            "packed_small": jax.device_put(small)}
+
+
+def unpack_batch(packed) -> Batch:
+    """Inside jit: the `Batch` that `pack_batch` packed."""
+    if not (isinstance(packed, dict) and "packed_small" in packed):
+        return packed
+    (observation, next_observation), small = packed["packed_frames"], packed["packed_small"]
+    return Batch(observation=observation, action=small[0].astype(jnp.int32), reward=small[1],
+                 next_observation=next_observation, discount=small[2], weight=small[3],
+                 index=jnp.zeros(small.shape[1], jnp.int32))
 
 
 def _select(mask, new, old):
@@ -138,20 +163,22 @@ class BatchedAgent:
 
         def act_fn(state, rng, stacks, env_steps, active, training: bool):
             actions, new_rng = (act_train if training else act_eval)(state, rng, stacks, env_steps)
-            return actions, jnp.where(active[:, None], new_rng, rng)
+            next_steps = env_steps + active.astype(jnp.int32) if training else env_steps
+            return actions, jnp.where(active[:, None], new_rng, rng), next_steps
 
         def update_and_act_fn(state, rng, batches, stacks, env_steps, active, due):
-            batch = jax.tree.map(lambda *leaves: jnp.stack(leaves), *batches)
+            batch = jax.tree.map(lambda *leaves: jnp.stack(leaves), *[unpack_batch(b) for b in batches])
             new_state, rng_u, actions_u, metrics = update_and_act(state, rng, batch, stacks, env_steps)
             actions_a, rng_a = act_train(state, rng, stacks, env_steps)
             state = _select(due, new_state, state)
             new_rng = jnp.where(due[:, None], rng_u, rng_a)
             rng = jnp.where(active[:, None], new_rng, rng)
             actions = jnp.where(due, actions_u, actions_a)
-            return state, rng, actions, metrics["loss"], metrics.get("priorities")
+            next_steps = env_steps + active.astype(jnp.int32)
+            return state, rng, actions, next_steps, metrics["loss"], metrics.get("priorities")
 
         def update_fn(state, rng, batches, env_steps, due):
-            batch = jax.tree.map(lambda *leaves: jnp.stack(leaves), *batches)
+            batch = jax.tree.map(lambda *leaves: jnp.stack(leaves), *[unpack_batch(b) for b in batches])
             new_state, new_rng, metrics = update(state, rng, batch, env_steps)
             state = _select(due, new_state, state)
             rng = jnp.where(due[:, None], new_rng, rng)
@@ -247,6 +274,7 @@ class MultiSeedRunner:
         self.stacks = np.zeros((self.num, *first.stacked_shape), first.observation_dtype)
         self.timings = dict.fromkeys(TIMED, 0.0)
         self._masks: dict[bytes, jax.Array] = {}
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(self.num, os.cpu_count() or 1))
         config = gin.operative_config_str()
         claim_base_dir(self.base_dir, config)
         self.checkpoints = []
@@ -287,8 +315,18 @@ class MultiSeedRunner:
         nothing is copied twice; the batched update stacks them on the device.
         """
         start = time.perf_counter()
-        host = [a.replay.sample(a._sample_rng, a.batch_size) if due[i] else None for i, a in enumerate(self.agents)]
-        device = [None if b is None else jax.device_put(b) for b in host]
+
+        def sample(i: int):
+            agent = self.agents[i]
+            batch = agent.replay.sample(agent._sample_rng, agent.batch_size)
+            return batch, pack_batch(batch)
+
+        chosen = np.flatnonzero(due)
+        # Seeds' replays and generators are separate, so they can be sampled in parallel (NumPy's
+        # gathers release the GIL); the draws are the same as one after the other.
+        done = dict(zip(chosen, self._pool.map(sample, chosen) if len(chosen) > 1 else map(sample, chosen)))
+        host = [done[i][0] if due[i] else None for i in range(self.num)]
+        device = [done[i][1] if due[i] else None for i in range(self.num)]
         filler = next(b for b in device if b is not None)
         device = [filler if b is None else b for b in device]
         self.timings["replay"] += time.perf_counter() - start
@@ -360,15 +398,15 @@ class MultiSeedRunner:
         n, agent = self.num, self.agent
         last_observation = np.zeros((n, *self.stacks.shape[1:-1]), self.observation_dtype)
         new_episode = np.ones(n, bool)
+        env_steps = jnp.asarray(np.array([a.env_steps for a in self.agents], np.int32))  # kept on the device
         while active.any():
             self._observe(observation, new_episode, active, last_observation)
-            env_steps = np.array([a.env_steps for a in self.agents], np.int32)
             due = self._due(active) if training else np.zeros(n, bool)
             t = time.perf_counter()
             if due.any():
                 host_batches, batches = self._sample(due)
                 t = time.perf_counter()
-                agent.state, agent.rng, actions, loss, priorities = agent.update_and_act(
+                agent.state, agent.rng, actions, env_steps, loss, priorities = agent.update_and_act(
                     agent.state, agent.rng, batches, self.stacks, env_steps, self._mask(active), self._mask(due)
                 )
                 agent.losses.append((due, loss))
@@ -376,7 +414,9 @@ class MultiSeedRunner:
                 self._apply_priorities(due, host_batches, priorities)
                 self.timings["update"] += time.perf_counter() - t
             else:
-                actions, agent.rng = agent.act(agent.state, agent.rng, self.stacks, env_steps, self._mask(active), training=training)
+                actions, agent.rng, env_steps = agent.act(
+                    agent.state, agent.rng, self.stacks, env_steps, self._mask(active), training=training
+                )
                 actions = np.asarray(actions)
                 self.timings["acting"] += time.perf_counter() - t
             t = time.perf_counter()
@@ -409,11 +449,14 @@ class MultiSeedRunner:
         new_episode = np.ones(n, bool)
         pending: list = [None] * n  # per seed, the transition to store on the next tick
         in_flight = None  # (due, host batches, device priorities) of the last update
+        next_steps = jnp.asarray(np.array([a.env_steps for a in self.agents], np.int32))  # kept on the device
         while active.any():
             self._observe(observation, new_episode, active, last_observation)
-            env_steps = np.array([a.env_steps for a in self.agents], np.int32)
+            env_steps = next_steps
             t = time.perf_counter()
-            actions, agent.rng = agent.act(agent.state, agent.rng, self.stacks, env_steps, self._mask(active), training=True)
+            actions, agent.rng, next_steps = agent.act(
+                agent.state, agent.rng, self.stacks, env_steps, self._mask(active), training=True
+            )
             actions = np.asarray(actions)
             self.timings["acting"] += time.perf_counter() - t
             t = time.perf_counter()
