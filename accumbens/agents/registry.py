@@ -20,6 +20,7 @@ PACKAGED_AGENTS: dict[str, str] = {
     "hyperbolic": "accumbens.agents.hyperbolic:HyperbolicAgent",
     "cop_td": "accumbens.agents.cop_td:COPTDAgent",
     "pessimistic": "accumbens.agents.pessimistic:PessimisticAgent",
+    "sequence_dqn": "accumbens.agents.sequence_dqn:SequenceDQNAgent",
 }
 
 _REGISTRY: dict[str, Callable[[], Callable]] = {}
