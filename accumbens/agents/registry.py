@@ -18,6 +18,7 @@ PACKAGED_AGENTS: dict[str, str] = {
     "dqn": "accumbens.agents.dqn:DQNAgent",
     "rainbow": "accumbens.agents.rainbow:RainbowAgent",
     "hyperbolic": "accumbens.agents.hyperbolic:HyperbolicAgent",
+    "deepmdp": "accumbens.agents.deepmdp:DeepMDPAgent",
     "cop_td": "accumbens.agents.cop_td:COPTDAgent",
     "pessimistic": "accumbens.agents.pessimistic:PessimisticAgent",
     "sequence_dqn": "accumbens.agents.sequence_dqn:SequenceDQNAgent",
