@@ -9,10 +9,14 @@ Names:
   gymnax:<id>          any gymnax id with gymnax's own defaults, e.g. "gymnax:Breakout-MinAtar"
                        (minimal action set, 1000-step episodes), "gymnax:CartPole-v1".
   minatar:<game>       the gymnax port of a MinAtar game, configured to match
-                       `create_environment("minatar:<game>")`: all 6 actions, same channels.
-                       gymnax's MinAtar has no sticky actions and caps episodes at
-                       `params.max_steps_in_episode` (1000 by default; override with
-                       `params={"max_steps_in_episode": ...}`).
+                       `create_environment("minatar:<game>")`: all 6 actions, same channels,
+                       sticky actions with probability 0.1 as the minatar package has
+                       (gymnax's port has none; `sticky_actions` adds them), and Freeway
+                       terminal after 2501 steps as in the package (gymnax's never is). gymnax caps
+                       episodes at `params.max_steps_in_episode` (1000 by default; the
+                       runners set it from `Runner.max_steps_per_episode`).
+                       What still differs from the minatar package is measured by
+                       benchmarks/minatar_parity.py (random-policy returns and lengths).
   gym:<id>             the gymnax port of a classic-control task, e.g. "gym:CartPole-v1".
 
 gymnax is an optional dependency (`pip install -e ".[jax-envs]"`); it is imported only here, on
@@ -69,15 +73,94 @@ def _resolve(name: str, gymnax_ids: list[str]) -> tuple[str, dict[str, Any]]:
     raise ValueError(f"Unknown JAX environment {name!r}. {valid}")
 
 
+MINATAR_STICKY_ACTION_PROBABILITY = 0.1  # the minatar package's default
+# Games that the minatar package ends by their own clock (terminal, not truncated): Freeway's
+# timer starts at 2500 and the episode is terminal once it falls below 0, after 2501 steps.
+# gymnax's Freeway never terminates (it only truncates at max_steps_in_episode).
+MINATAR_GAME_CLOCK = {"Freeway-MinAtar": 2501}
+
+
+def sticky_actions(env: Any, probability: float, terminate_after: int | None = None) -> Any:
+    """`env` where, at each step, the previous executed action repeats with `probability`.
+
+    As the minatar package does it: the executed action (sticky or chosen) becomes the previous
+    action; it is 0 after a reset. The wrapper's state is (inner state, previous action); gymnax's
+    auto-reset and time limit work unchanged (they act on the wrapper's `step_env`/`reset_env`
+    and on the inner state's time). `terminate_after`: the episode is terminal (not truncated)
+    once this many steps have been taken, as a game with its own clock (MinAtar Freeway) is.
+    """
+    import jax
+    import jax.numpy as jnp
+    from flax import struct
+    from gymnax.environments import environment
+
+    if not 0.0 <= probability <= 1.0:
+        raise ValueError(f"sticky action probability must be in [0, 1], got {probability}")
+
+    @struct.dataclass
+    class StickyState:
+        inner: Any
+        previous_action: jax.Array
+        time: jax.Array
+
+    class StickyActions(environment.Environment):
+        def __init__(self):
+            super().__init__()
+            self.inner = env
+            self.sticky_action_probability = float(probability)
+
+        @property
+        def default_params(self):
+            return env.default_params
+
+        @property
+        def name(self) -> str:
+            return env.name
+
+        @property
+        def num_actions(self) -> int:
+            return env.num_actions
+
+        def action_space(self, params=None):
+            return env.action_space(params)
+
+        def observation_space(self, params):
+            return env.observation_space(params)
+
+        def step_env(self, key, state, action, params):
+            sticky_key, step_key = jax.random.split(key)
+            action = jnp.where(jax.random.uniform(sticky_key) < self.sticky_action_probability, state.previous_action, action)
+            action = action.astype(state.previous_action.dtype)
+            obs, inner, reward, terminated, info = env.step_env(step_key, state.inner, action, params)
+            if terminate_after is not None:
+                terminated = jnp.logical_or(terminated, inner.time >= terminate_after)
+            return obs, StickyState(inner, action, inner.time), reward, terminated, info
+
+        def reset_env(self, key, params):
+            obs, inner = env.reset_env(key, params)
+            return obs, StickyState(inner, jnp.zeros((), jnp.int32), inner.time)
+
+        def is_truncated(self, state, params):
+            return env.is_truncated(state.inner, params)
+
+    StickyActions.__module__ = type(env).__module__  # still recognised as a MinAtar game
+    return StickyActions()
+
+
 @gin.configurable
 def create_jax_environment(
-    name: str, params: dict[str, Any] | None = None, **kwargs: Any
+    name: str,
+    params: dict[str, Any] | None = None,
+    sticky_action_probability: float | None = None,
+    **kwargs: Any,
 ) -> tuple[Any, Any]:
     """Creates a gymnax environment and its parameters.
 
     Args:
       name: "gymnax:Breakout-MinAtar", "minatar:breakout", "gym:CartPole-v1", ...
       params: fields of gymnax's `EnvParams` to override, e.g. {"max_steps_in_episode": 27000}.
+      sticky_action_probability: None: 0.1 for 'minatar:<game>' (the minatar package's default),
+        none for other names; a number: that probability (0 turns the wrapper off).
       **kwargs: passed to the gymnax environment's constructor (they override those implied by
         the name, e.g. `use_minimal_action_set=True`).
 
@@ -93,4 +176,10 @@ def create_jax_environment(
     env, env_params = gymnax.make(gymnax_id, **{**implied_kwargs, **kwargs})
     if params:
         env_params = env_params.replace(**params)
+    if name.strip().lower().startswith("minatar:"):  # the minatar package's semantics
+        if sticky_action_probability is None:
+            sticky_action_probability = MINATAR_STICKY_ACTION_PROBABILITY
+        env = sticky_actions(env, sticky_action_probability, MINATAR_GAME_CLOCK.get(gymnax_id))
+    elif sticky_action_probability:
+        env = sticky_actions(env, sticky_action_probability)
     return env, env_params

@@ -1,6 +1,8 @@
 """gymnax environments through `create_jax_environment`."""
 import sys
 
+import numpy as np
+
 import pytest
 
 from accumbens.environments import create_environment, create_jax_environment
@@ -51,3 +53,50 @@ def test_unknown_names_list_valid_ones(name):
     message = str(error.value)
     assert "Breakout-MinAtar" in message and "space_invaders" in message
     assert "CartPole-v1" in message
+
+
+def test_minatar_sticky_actions_repeat_the_previous_action_at_rate_one_tenth():
+    from scipy.stats import binomtest
+
+    env, params = create_jax_environment("minatar:breakout", params={"max_steps_in_episode": 100_000})
+    assert env.sticky_action_probability == 0.1
+    _, state = env.reset(jax.random.key(0), params)
+    # Alternate actions 1 and 3 from a state whose previous action is 1: the executed action is 3
+    # unless the step was sticky; steps that end an episode reset the previous action to 0.
+    state = state.replace(previous_action=jax.numpy.int32(1))
+    keys = jax.random.split(jax.random.key(1), 4000)
+
+    def step(state, key):
+        chosen = jax.numpy.where(state.previous_action == 3, 1, 3)
+        _, new_state, _, terminated, truncated, _ = env.step(key, state, chosen, params)
+        executed = new_state.previous_action
+        valid = ~(terminated | truncated) & (state.previous_action != 0)
+        return new_state, (valid, executed == state.previous_action)
+
+    _, (valid, sticky) = jax.lax.scan(step, state, keys)
+    valid, sticky = np.asarray(valid), np.asarray(sticky)
+    assert binomtest(int(sticky[valid].sum()), int(valid.sum()), 0.1).pvalue > 1e-3
+    plain, _ = create_jax_environment("minatar:breakout", sticky_action_probability=0.0)
+    assert plain.sticky_action_probability == 0.0  # the wrapper stays for the game clock (Freeway)
+
+
+def test_minatar_freeway_is_terminal_after_2501_steps_like_the_package():
+    env, params = create_jax_environment("minatar:freeway", params={"max_steps_in_episode": 100_000})
+    _, state = env.reset(jax.random.key(0), params)
+
+    def step(state, key):
+        _, state, _, terminated, truncated, _ = env.step(key, state, 0, params)
+        return state, (terminated, truncated)
+
+    _, (terminated, truncated) = jax.lax.scan(step, state, jax.random.split(jax.random.key(1), 2600))
+    assert np.flatnonzero(np.asarray(terminated)).tolist() == [2500]  # the 2501st step
+    assert not np.asarray(truncated).any()
+    host = create_environment("minatar:freeway")
+    host.reset(seed=0)
+    length = 0
+    while True:
+        length += 1
+        _, _, terminated, truncated, _ = host.step(0)
+        if terminated or truncated:
+            break
+    assert (length, terminated) == (2501, True)
