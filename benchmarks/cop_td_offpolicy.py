@@ -81,7 +81,12 @@ def run_variant(args, name: str, weighting: bool) -> dict:
         shutil.rmtree(base_dir)
     start = time.time()
     runner = CompiledRunner(
-        base_dir, num_seeds=args.seeds, num_eval_envs=args.num_eval_envs, tensorboard=False, scan_unroll=args.scan_unroll
+        base_dir,
+        num_seeds=args.seeds,
+        num_eval_envs=args.num_eval_envs,
+        tensorboard=False,
+        scan_unroll=args.scan_unroll,
+        checkpoint_every=args.iterations,  # one checkpoint, at the end: each holds every seed's replay
     )
     runner.run_experiment()
     seconds = time.time() - start
