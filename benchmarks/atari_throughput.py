@@ -251,7 +251,7 @@ def main() -> None:
         print("RESULT " + json.dumps(result), flush=True)
         return
 
-    warmup, steps = (600, 400) if args.quick else (1500, 5000)
+    warmup, steps = (600, 400) if args.quick else (1500, 4000)
     default = "vector/overlap/1,vector/overlap/3,vector/dopamine/1,vector/serial/3,vector/serial/1,vector/overlap/8"
     results = {"quick": args.quick, "host": platform.node(), "accumbens": [], "environment_only": []}
     out = args.out or os.path.join(RESULTS, "atari_throughput_quick.json" if args.quick else "atari_throughput.json")
