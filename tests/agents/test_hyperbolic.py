@@ -1,8 +1,6 @@
 """Hyperbolic / multi-horizon C51: the gamma grid and Riemann weights against closed forms, the
 per-head targets against a float64 NumPy reference, one head against C51's update, acting,
 errors, configs, and learning on Pathworld (the Riemann sum of learned heads vs r / (1 + k d))."""
-import math
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -181,6 +179,7 @@ def test_head_rewards_and_discounts():
     np.testing.assert_allclose(np.asarray(discounts), np.asarray(gammas)[:, None] * alive[None, :])
     one_r, one_d = hyperbolic.head_rewards_and_discounts(batch, jnp.asarray([0.99]))  # as replay wrote them
     np.testing.assert_array_equal(np.asarray(one_d)[0], np.asarray(batch.discount))
+    np.testing.assert_array_equal(np.asarray(one_r)[0], np.asarray(batch.reward))
 
 
 # ----- one head is C51 ----------------------------------------------------------------------------
