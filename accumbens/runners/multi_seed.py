@@ -62,6 +62,7 @@ import tqdm
 from accumbens.agents.registry import create_agent
 from accumbens.replay.batch import Batch
 from accumbens.environments import create_environment
+from accumbens.environments import vector_atari  # noqa: F401  (registers @create_vector_atari_environment)
 from accumbens.runners.batched_env import EnvironmentList
 from accumbens.runners.checkpoints import CheckpointManager
 from accumbens.runners.logging import StatisticsWriter
