@@ -76,6 +76,13 @@ def epsilon_greedy(rng: PRNGKey, q_values: jnp.ndarray, epsilon: jnp.ndarray) ->
     return jnp.where(u < epsilon, random_action, jnp.argmax(q_values, axis=-1)).astype(jnp.int32)
 
 
+def epsilon_greedy_probabilities(q_values: jnp.ndarray, epsilon: jnp.ndarray) -> jnp.ndarray:
+    """The probabilities [..., A] with which `epsilon_greedy` picks each action: eps / A + (1 - eps) on the argmax."""
+    num_actions = q_values.shape[-1]
+    greedy = jax.nn.one_hot(jnp.argmax(q_values, axis=-1), num_actions, dtype=jnp.float32)
+    return epsilon / num_actions + (1.0 - epsilon) * greedy
+
+
 def initial_state(params: chex.ArrayTree, optimizer: optax.GradientTransformation) -> DQNState:
     """A fresh `DQNState`: target = online parameters, optimizer initialised, counters at 0."""
     return DQNState(
@@ -139,14 +146,17 @@ def make_dqn(
         params = network.init(rng, jnp.zeros(tuple(observation_shape), jnp.float32))
         return initial_state(params, optimizer)
 
-    def act(state: DQNState, observation: jnp.ndarray, rng: PRNGKey, training: bool) -> jnp.ndarray:
+    def epsilon(state: DQNState, training: bool) -> jnp.ndarray:
         if training:
-            epsilon = losses.linearly_decaying_epsilon(
-                state.env_steps, epsilon_decay_period, epsilon_warmup_steps, epsilon_train
-            )
-        else:
-            epsilon = epsilon_eval
-        return epsilon_greedy(rng, network.apply(state.params, observation), epsilon)
+            return losses.linearly_decaying_epsilon(state.env_steps, epsilon_decay_period, epsilon_warmup_steps, epsilon_train)
+        return jnp.asarray(epsilon_eval, jnp.float32)
+
+    def act(state: DQNState, observation: jnp.ndarray, rng: PRNGKey, training: bool) -> jnp.ndarray:
+        return epsilon_greedy(rng, network.apply(state.params, observation), epsilon(state, training))
+
+    def policy(state: DQNState, observation: jnp.ndarray, training: bool) -> jnp.ndarray:
+        """The action probabilities `act` samples from (recorded datasets store mu(a|s) from it)."""
+        return epsilon_greedy_probabilities(network.apply(state.params, observation), epsilon(state, training))
 
     def loss_fn(params, target_params, batch: Batch):
         q_values = network.apply(params, batch.observation)
@@ -166,7 +176,7 @@ def make_dqn(
         metrics = {"loss": loss, "q_mean": jnp.mean(chosen_q), "priorities": jnp.sqrt(per_sample + 1e-10)}
         return new_state, metrics
 
-    return Agent(init=init, act=act, update=update)
+    return Agent(init=init, act=act, update=update, policy=policy)
 
 
 @gin.configurable

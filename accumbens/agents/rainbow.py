@@ -48,7 +48,15 @@ import optax
 
 from accumbens.agents import losses, networks
 from accumbens.agents.base import Agent, Batch, PRNGKey
-from accumbens.agents.dqn import DQNAgent, DQNState, apply_gradients, create_optimizer, epsilon_greedy, initial_state
+from accumbens.agents.dqn import (
+    DQNAgent,
+    DQNState,
+    apply_gradients,
+    create_optimizer,
+    epsilon_greedy,
+    epsilon_greedy_probabilities,
+    initial_state,
+)
 
 PRIORITY_EPSILON = 1e-10
 
@@ -145,20 +153,25 @@ def make_rainbow(
         )
         return initial_state(params, optimizer)
 
+    def epsilon(state: DQNState, training: bool) -> jnp.ndarray:
+        if not training:
+            return jnp.asarray(epsilon_eval, jnp.float32)
+        if noisy:
+            return jnp.asarray(noisy_epsilon, jnp.float32)
+        return losses.linearly_decaying_epsilon(state.env_steps, epsilon_decay_period, epsilon_warmup_steps, epsilon_train)
+
     def act(state: DQNState, observation: jnp.ndarray, rng: PRNGKey, training: bool) -> jnp.ndarray:
         epsilon_key, noise_key = jax.random.split(rng)
-        if training:
-            if noisy:
-                epsilon = jnp.asarray(noisy_epsilon, jnp.float32)
-            else:
-                epsilon = losses.linearly_decaying_epsilon(
-                    state.env_steps, epsilon_decay_period, epsilon_warmup_steps, epsilon_train
-                )
-        else:
-            epsilon = epsilon_eval
         deterministic = (not training) and noise_off_in_eval
         q_values = apply(state.params, observation, noise_key, deterministic).q_values
-        return epsilon_greedy(epsilon_key, q_values, epsilon)
+        return epsilon_greedy(epsilon_key, q_values, epsilon(state, training))
+
+    def policy(state: DQNState, observation: jnp.ndarray, training: bool) -> jnp.ndarray:
+        """Epsilon-greedy probabilities over the noise-free Q-values (exact without noisy layers;
+        with them, the policy `act` follows given its noise draw is not recorded, so this is the
+        noise-free policy's probability)."""
+        q_values = apply(state.params, observation, None, True).q_values
+        return epsilon_greedy_probabilities(q_values, epsilon(state, training))
 
     def loss_fn(params, target_distribution, batch: Batch, online_key: PRNGKey):
         out = apply(params, batch.observation, online_key)
@@ -195,7 +208,7 @@ def make_rainbow(
         }
         return new_state, metrics
 
-    return Agent(init=init, act=act, update=update)
+    return Agent(init=init, act=act, update=update, policy=policy)
 
 
 @gin.configurable

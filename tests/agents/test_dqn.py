@@ -124,3 +124,19 @@ def test_epsilon_greedy_action_frequencies():
     np.testing.assert_allclose(freq, expected, atol=0.005)
     assert np.all(np.asarray(dqn.epsilon_greedy(jax.random.PRNGKey(0), q[:1000], 0.0)) == 2)
     assert len(np.unique(np.asarray(dqn.epsilon_greedy(jax.random.PRNGKey(0), q[:1000], 1.0)))) == 6
+
+
+def test_policy_gives_the_probabilities_act_samples_from():
+    """mu(a|s) for recorded datasets: eps/A + (1 - eps) on the greedy action, eps from the schedule."""
+    agent = dqn.make_dqn(LinearQ(), optax.sgd(0.1), epsilon_eval=0.05, epsilon_train=0.1, epsilon_decay_period=100, epsilon_warmup_steps=0)
+    state = agent.init(jax.random.PRNGKey(0), (4, 1), 3).replace(env_steps=jnp.int32(50))  # eps = 0.55 mid-decay
+    obs = jnp.asarray(np.random.default_rng(3).normal(size=(4, 1)), jnp.float32)
+    greedy = int(np.argmax(LinearQ().apply(state.params, obs)))
+    for training, eps in ((True, 0.55), (False, 0.05)):
+        probabilities = np.asarray(agent.policy(state, obs, training))
+        expected = np.full(3, eps / 3)
+        expected[greedy] += 1 - eps
+        np.testing.assert_allclose(probabilities, expected, atol=1e-6)
+        keys = jax.random.split(jax.random.PRNGKey(5), 60_000)
+        actions = np.asarray(jax.vmap(lambda k: agent.act(state, obs, k, training))(keys))
+        np.testing.assert_allclose(np.bincount(actions, minlength=3) / actions.size, expected, atol=0.01)
