@@ -336,19 +336,8 @@ def make_deepmdp(
     def act(state: DQNState, observation: jnp.ndarray, rng: PRNGKey, training: bool) -> jnp.ndarray:
         return base.act(state.replace(params=state.params["network"]), observation, rng, training)
 
-    def auxiliary(params, latent, batch: Batch, aux_key: PRNGKey, target_network_params):
-        action = batch.action.astype(jnp.int32)
-        if transition_target == "target":
-            next_latent = jax.lax.stop_gradient(latent_of(target_network_params, batch.next_observation))
-        else:
-            next_latent = latent_of(params["network"], batch.next_observation)
-            if transition_target == "online_stop_gradient":
-                next_latent = jax.lax.stop_gradient(next_latent)
-        rewards = reward_model.apply(params["reward_model"], latent)
-        next_latents = transition_model.apply(params["transition_model"], latent)
-        l_reward = reward_loss(rewards, action, batch.reward.astype(jnp.float32))
-        l_transition = transition_loss(next_latents, action, next_latent, transition_distance)
-        # Gradient penalty at random points between (gradient-stopped) latents of the batch.
+    def latent_model_penalty(params, latent, action, aux_key: PRNGKey):
+        """The gradient penalty of both models at random points between (gradient-stopped) latents."""
         mix_key, perm_key, direction_key = jax.random.split(aux_key, 3)
         anchor = jax.lax.stop_gradient(latent)
         partner = anchor[jax.random.permutation(perm_key, anchor.shape[0])]
@@ -364,9 +353,26 @@ def make_deepmdp(
 
         reward_directions = jnp.ones((anchor.shape[0],), jnp.float32)
         transition_directions = _unit_directions(direction_key, anchor.shape)
-        penalty = gradient_penalty(chosen_reward, points, reward_directions, penalty_type) + gradient_penalty(
+        return gradient_penalty(chosen_reward, points, reward_directions, penalty_type) + gradient_penalty(
             chosen_transition, points, transition_directions, penalty_type
         )
+
+    def auxiliary(params, latent, batch: Batch, aux_key: PRNGKey, target_network_params):
+        action = batch.action.astype(jnp.int32)
+        if transition_target == "target":
+            next_latent = jax.lax.stop_gradient(latent_of(target_network_params, batch.next_observation))
+        else:
+            next_latent = latent_of(params["network"], batch.next_observation)
+            if transition_target == "online_stop_gradient":
+                next_latent = jax.lax.stop_gradient(next_latent)
+        rewards = reward_model.apply(params["reward_model"], latent)
+        next_latents = transition_model.apply(params["transition_model"], latent)
+        l_reward = reward_loss(rewards, action, batch.reward.astype(jnp.float32))
+        l_transition = transition_loss(next_latents, action, next_latent, transition_distance)
+        if gradient_penalty_weight == 0.0:  # skip the double backprop when the penalty is off
+            penalty = jnp.zeros((), jnp.float32)
+        else:
+            penalty = latent_model_penalty(params, latent, action, aux_key)
         total = reward_loss_weight * l_reward + transition_loss_weight * l_transition + gradient_penalty_weight * penalty
         return total, {"reward_loss": l_reward, "transition_loss": l_transition, "gradient_penalty": penalty}
 
