@@ -116,3 +116,21 @@ def test_bad_seeds_are_refused(tmp_path):
     train.parse_config(["dqn/minatar.gin"], BINDINGS)
     with pytest.raises(ValueError, match="distinct seeds"):
         MultiSeedRunner(base_dir=str(tmp_path), seeds=[1, 1])
+
+
+def test_gymnasium_environments_through_the_same_runner(tmp_path):
+    """CartPole (gymnasium classic control) with the lagged, overlapped schedule: two seeds in one
+    process give each seed the episodes, steps and update counts of a one-seed run of that seed."""
+    cartpole = ["Runner.num_iterations = 1", "Runner.training_steps = 300", "Runner.evaluation_steps = 0",
+                "DQNAgent.min_replay_history = 100", "DQNAgent.batch_size = 16", "MLP.hidden_units = (32,)"]
+    runs = {}
+    for name, seeds in (("both", [0, 1]), ("only_1", [1])):
+        train.parse_config(["dqn/cartpole.gin"], cartpole)
+        runner = MultiSeedRunner(base_dir=str(tmp_path / name), seeds=seeds, act_before_update=True,
+                                 tensorboard=False, progress_bar=False)
+        runs[name] = runner.run_experiment()[0]
+    got, want = runs["both"][1], runs["only_1"][0]
+    for key in ("train_episodes", "train_steps", "train_return_mean", "update_steps"):
+        assert got[key] == want[key], key
+    np.testing.assert_allclose(got["loss"], want["loss"], rtol=1e-4)
+    assert got["update_steps"] > 0
