@@ -48,7 +48,7 @@ def build_command(game: str, args: argparse.Namespace) -> list[str]:
         "--train_frames", str(args.train_frames),
         "--seed", "0",
         "--no-progress_bar",
-        *(["--random"] if "random" in args.dataset else []),
+        *(["--random"] if any(split_spec(spec)[0] == "random" for spec in args.dataset) else []),
         *(["--gin_bindings", *args.build_bindings] if args.build_bindings else []),
     ]
 
@@ -92,13 +92,21 @@ def build(game: str, args: argparse.Namespace) -> tuple[str, float, int]:
     return game, time.time() - start, code
 
 
-def dataset_dir(datasets: str, game: str, dataset: str) -> str:
-    return os.path.join(datasets, game, dataset)
+def split_spec(spec: str) -> tuple[str, int | None]:
+    """'eps_0.1' -> ('eps_0.1', None); 'eps_0.1:10000' -> ('eps_0.1', 10000): the first 10,000 steps."""
+    name, _, size = spec.partition(":")
+    return name, (int(size) if size else None)
+
+
+def dataset_dir(datasets: str, game: str, spec: str) -> str:
+    return os.path.join(datasets, game, split_spec(spec)[0])
 
 
 def run_command(game: str, dataset: str, algorithm: str, seed: int, args: argparse.Namespace) -> tuple[str, list[str]]:
     """(base_dir, argv) of one offline run."""
-    base_dir = os.path.join(args.runs, game, dataset, algorithm, f"seed_{seed}")
+    name, max_steps = split_spec(dataset)
+    folder = name if max_steps is None else f"{name}_first{max_steps}"
+    base_dir = os.path.join(args.runs, game, folder, algorithm, f"seed_{seed}")
     bindings = [
         f"create_environment.name = 'minatar:{game}'",
         f"OfflineRunner.dataset_dir = '{dataset_dir(args.datasets, game, dataset)}'",
@@ -111,6 +119,7 @@ def run_command(game: str, dataset: str, algorithm: str, seed: int, args: argpar
         f"OfflineRunner.updates_per_call = {args.updates_per_call}",
         f"PessimisticAgent.batch_size = {args.batch_size}",
         f"PessimisticAgent.target_update_period = {args.target_update_period}",
+        *([f"FixedReplayBuffer.max_steps = {max_steps}"] if max_steps is not None else []),
     ]
     argv = [
         sys.executable, "-m", "accumbens.train",
@@ -140,11 +149,15 @@ def execute(job: tuple[str, list[str]], iterations: int) -> tuple[str, float, in
     return base_dir, time.time() - start, code
 
 
-def behaviour_return(directory: str) -> float:
+def behaviour_return(directory: str, max_steps: int | None = None) -> float:
     """Mean undiscounted return of the dataset's episodes (the last one may be cut at the dataset's end; NaN if none)."""
     from accumbens.replay import dataset as dataset_lib
 
     data = dataset_lib.load_dataset(directory, ["reward", "terminated", "truncated", "is_final"])
+    if max_steps is not None:  # the first max_steps steps (and the final slots among them)
+        steps = np.flatnonzero(~data["is_final"])
+        if max_steps < steps.size:
+            data = {k: v[: steps[max_steps - 1] + 1] for k, v in data.items()}
     ends = np.flatnonzero((data["terminated"] | data["truncated"]) & ~data["is_final"])
     if ends.size == 0:
         return float("nan")
@@ -173,7 +186,8 @@ def collect(args: argparse.Namespace) -> dict:
         for game in args.games:
             entry = {}
             try:
-                entry["behaviour_return"] = behaviour_return(dataset_dir(args.datasets, game, dataset))
+                entry["behaviour_return"] = behaviour_return(dataset_dir(args.datasets, game, dataset),
+                                                             split_spec(dataset)[1])
             except Exception as e:  # noqa: BLE001 - reported, not fatal
                 entry["behaviour_return"] = float("nan")
                 entry["behaviour_error"] = str(e)
@@ -254,7 +268,8 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--datasets", default=os.path.join(REPO, "datasets", "minatar"), help="root of the datasets")
     parser.add_argument("--dataset", nargs="+", default=["eps_0.1", "eps_0.5"],
-                        help="which datasets of each game (folder names, e.g. eps_0.1 or random)")
+                        help="datasets of each game: folder names (eps_0.1, random), optionally ':N' for "
+                             "the first N steps only (eps_0.1:10000), a smaller dataset from the same build")
     parser.add_argument("--runs", default=os.path.join(REPO, "runs", "offline_minatar"))
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     parser.add_argument("--iterations", type=int, default=10)
@@ -280,7 +295,9 @@ def main() -> None:
         args.iterations, args.training_steps, args.evaluation_steps = 2, 100, 300
         args.batch_size, args.target_update_period, args.final_iterations = 32, 50, 1
         args.dataset_steps, args.train_frames = 2000, 300
-        args.build_epsilons, args.dataset = [0.5], ["eps_0.5"]
+        args.build_epsilons = [0.5]
+        if args.dataset == parser.get_default("dataset"):
+            args.dataset = ["eps_0.5"]
         args.build_bindings = ["DQNAgent.min_replay_history = 150", "MinAtarCNN.hidden_units = (32,)",
                                "Runner.evaluation_steps = 50"]
     start = time.time()
