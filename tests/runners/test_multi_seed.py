@@ -103,6 +103,7 @@ def test_overlap_on_or_off_gives_identical_numbers(tmp_path):
     assert runner.timings["update"] > 0 and runner.timings["environment"] > 0
 
 
+@pytest.mark.slow
 def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     _, full = _multi(tmp_path, [0, 1], "full")
     _, first = _multi(tmp_path, [0, 1], "resumed", extra=["Runner.num_iterations = 1"])
