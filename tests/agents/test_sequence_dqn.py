@@ -149,7 +149,6 @@ def test_rainbow_takes_the_encoder_by_gin_binding():
     agent = _build(
         SMALL
         + """
-import accumbens.sequence.encoder
 create_agent.agent_name = 'rainbow'
 RainbowAgent.torso = @sequence_torso
 RainbowAgent.stack_size = 8
@@ -176,4 +175,16 @@ def test_learns_the_memory_corridor_beyond_the_frame_stack():
     env.reset(seed=0)
     play(agent, env, 600, eval_mode=False)  # 5 steps per episode: 3000 steps
     assert play(agent, env, 50, eval_mode=True) >= 0.9
+    gin.clear_config()
+
+
+@pytest.mark.parametrize(
+    "gin_file", ["memory", "memory_dqn", "flicker_minatar", "flicker_minatar_dqn", "memory_rainbow"]
+)
+def test_packaged_sequence_configs_parse(gin_file):
+    """Every binding in configs/sequence/ names a real configurable and argument."""
+    from accumbens import train
+
+    train.parse_config([f"sequence/{gin_file}.gin"], [])
+    assert gin.query_parameter("create_environment.name") in ("memory:corridor-100", "minatar:breakout")
     gin.clear_config()
