@@ -14,7 +14,8 @@ per-repeat ratios agent / C51 (paired, so load drifts cancel).
     python benchmarks/research_agents_overhead.py                       # CPU, MinAtar (minutes)
     python benchmarks/research_agents_overhead.py --cases minatar atari --output OUT.json   # GPU
 
-Agents: 'deepmdp' and, once it exists in the registry, 'hyperbolic' (picked up automatically).
+Agents: 'deepmdp' and 'hyperbolic' when the registry has them, plus 'deepmdp-no-penalty' (DeepMDP
+with the gradient penalty off, whose double backprop is skipped) to break DeepMDP's cost down.
 """
 from __future__ import annotations
 
@@ -39,13 +40,16 @@ CASES = {
     "atari": dict(shape=(84, 84), stack=4, actions=18, dtype=np.uint8, gin="atari",
                   torso=["create_torso.name = 'nature_conv'"], hidden_units=(512,), vmax=10.0),
 }
+# Extra rows: a registry agent with extra bindings, to break an agent's overhead down.
+VARIANTS = {"deepmdp-no-penalty": ("deepmdp", ["DeepMDPAgent.gradient_penalty_weight = 0.0"])}
 C51_CORE = dict(num_atoms=51, update_horizon=1, replay_scheme="'uniform'", double_dqn=False, dueling=False, noisy=False)
 
 
 def available_agents() -> list[str]:
     from accumbens.agents.registry import known_agents
 
-    return ["c51"] + [name for name in RESEARCH_AGENTS if name in known_agents()]
+    names = ["c51"] + [name for name in RESEARCH_AGENTS if name in known_agents()]
+    return names + [v for v, (base, _) in VARIANTS.items() if base in names]
 
 
 def _gin_file(name: str, case: dict) -> str:
@@ -60,12 +64,13 @@ def build(name: str, case: dict, batch_size: int):
     from accumbens import train
     from accumbens.agents.registry import _REGISTRY, create_agent
 
+    name, extra = VARIANTS.get(name, (name, []))
     cls = _REGISTRY["rainbow" if name == "c51" else name]()
     accepted = inspect.signature(cls.__init__).parameters
     core = {**C51_CORE, "batch_size": batch_size, "hidden_units": case["hidden_units"], "vmax": case["vmax"],
             "stack_size": case["stack"], "min_replay_history": 100}
     bindings = [f"{cls.__name__}.{k} = {v}" for k, v in core.items() if k in accepted]
-    bindings += case["torso"] + ["ReplayBuffer.capacity = 1000", "PrioritizedReplayBuffer.capacity = 1000"]
+    bindings += case["torso"] + ["ReplayBuffer.capacity = 1000", "PrioritizedReplayBuffer.capacity = 1000"] + extra
     if name == "c51":
         bindings.append("create_agent.agent_name = 'rainbow'")
     train.parse_config([_gin_file(name, case)], bindings)
