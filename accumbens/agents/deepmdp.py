@@ -14,8 +14,8 @@ Euclidean distance):
   L_R  = mean_i ( R(phi(s_i), a_i) - r_i )^2
   L_P  = mean_i || P(phi(s_i), a_i) - phi(s'_i) ||_2           ('l2'; 'squared_l2': the square)
 
-The theory's bounds need Lipschitz models, so a gradient penalty (Gulrajani et al. 2017, here on
-the latent models as in the paper) is added: at points x = u phi(s_i) + (1 - u) phi(s_j) between
+The theory's bounds need Lipschitz models, so a gradient penalty (after Gulrajani et al. 2017, here on
+the two latent models) is added: at points x = u phi(s_i) + (1 - u) phi(s_j) between
 latent states of the batch (u ~ U[0, 1], j a shuffled partner, latents gradient-stopped),
 
   GP   = mean_i max(0, || d/dx <f(x_i), v_i> || - 1)^2        f = R(., a_i) and P(., a_i)
@@ -30,12 +30,12 @@ the Lipschitz constant. 'two_sided' penalises (||.|| - 1)^2 as Gulrajani et al. 
 and one optimizer step updates the network and both models together.
 
 Defaults and what they rest on. The paper's Atari agent is Dopamine's C51 with the auxiliary
-losses on the last convolutional layer's output (7x7x64 with TensorFlow's 'VALID' padding;
+losses on the last convolutional layer's output (as the issue and the paper's text state) (7x7x64 with TensorFlow's 'VALID' padding;
 11x11x64 here, where the Nature CNN pads 'SAME' as Dopamine's JAX networks do), a convolutional per-action
 transition model, and a gradient penalty on the models. The loss weights (1, 1) and the
 gradient-penalty coefficient (0.01) are the defaults of the public DeepMDP replication
 (github.com/MkuuWaUjinga/DeepMDP-SSL4RL, `deepmdp/garage_mod/algos/dqn.py`: t_loss=1,
-r_loss=1, penalty_lambda=0.01), which follows the paper. The paper's appendix, with its own
+r_loss=1, penalty_lambda=0.01), written to reproduce the paper. The paper's appendix, with its own
 table of values, could not be opened from this workplace: check these three numbers against
 it before quoting a reproduction. The transition model's architecture (one hidden 3x3
 convolution) and the one-sided penalty are this implementation's choices and are set in gin.
