@@ -106,6 +106,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--tiny", action="store_true", help="contexts 16, 32, 64 and small batches (CPU check)")
     parser.add_argument("--out_name", default="sequence_cost")
+    parser.add_argument("--max_minutes", type=float, default=7.0, help="stop the sweep (keeping what was measured) after this")
     args = parser.parse_args()
     if args.tiny:
         args.contexts, args.act_batch, args.act_steps, args.update_batch, args.chunk_size, args.repeats = "16,32,64", 2, 16, 2, 16, 2
@@ -115,29 +116,34 @@ def main() -> None:
     print(f"device: {device}")
     print(f"{'attention':9s} {'context':>7s} {'act steps/s':>12s} {'updates/s':>10s}")
     params_by_attention = {}
-    for attention in ("power", "softmax"):
-        for context in contexts:
-            network = network_for(attention, context, args.chunk_size)
-            if attention not in params_by_attention:  # the same parameters for every context
-                dummy = {"observation": jnp.zeros((1, 1, *OBS_SHAPE), jnp.uint8), "mask": jnp.ones((1, 1), bool)}
-                params_by_attention[attention] = jax.jit(network.init)(jax.random.PRNGKey(0), dummy)
-            params = params_by_attention[attention]
-            row = {"attention": attention, "context": context}
-            for name, measure in (
-                ("act_steps_per_second", lambda: acting_rate(network, params, context, args.act_batch, args.act_steps, args.repeats)),
-                ("updates_per_second", lambda: update_rate(network, context, args.update_batch, args.repeats)),
-            ):
-                try:
-                    row[name] = measure()
-                except Exception as error:  # out of memory at long softmax contexts: record, go on
-                    row[name] = None
-                    row[f"{name}_error"] = f"{type(error).__name__}: {str(error)[:200]}"
-            rows.append(row)
-            fmt = lambda v: f"{v:.1f}" if v is not None else "failed"
-            print(f"{attention:9s} {context:7d} {fmt(row['act_steps_per_second']):>12s} {fmt(row['updates_per_second']):>10s}", flush=True)
+    start = time.time()
+    # Interleaved (power, softmax) per context, so a sweep cut short by --max_minutes still compares both.
+    for context, attention in [(c, a) for c in contexts for a in ("power", "softmax")]:
+        if time.time() - start > args.max_minutes * 60:
+            print(f"stopping: --max_minutes {args.max_minutes} reached before context {context}")
+            break
+        network = network_for(attention, context, args.chunk_size)
+        if attention not in params_by_attention:  # the same parameters for every context
+            dummy = {"observation": jnp.zeros((1, 1, *OBS_SHAPE), jnp.uint8), "mask": jnp.ones((1, 1), bool)}
+            params_by_attention[attention] = jax.jit(network.init)(jax.random.PRNGKey(0), dummy)
+        params = params_by_attention[attention]
+        row = {"attention": attention, "context": context}
+        for name, measure in (
+            ("act_steps_per_second", lambda: acting_rate(network, params, context, args.act_batch, args.act_steps, args.repeats)),
+            ("updates_per_second", lambda: update_rate(network, context, args.update_batch, args.repeats)),
+        ):
+            try:
+                row[name] = measure()
+            except Exception as error:  # out of memory at long softmax contexts: record, go on
+                row[name] = None
+                row[f"{name}_error"] = f"{type(error).__name__}: {str(error)[:200]}"
+        rows.append(row)
+        fmt = lambda v: f"{v:.1f}" if v is not None else "failed"
+        print(f"{attention:9s} {context:7d} {fmt(row['act_steps_per_second']):>12s} {fmt(row['updates_per_second']):>10s}", flush=True)
     parameters = {a: int(sum(x.size for x in jax.tree.leaves(p))) for a, p in params_by_attention.items()}
     os.makedirs(RESULTS, exist_ok=True)
-    payload = {"benchmark": "sequence_cost", "device": device, "settings": vars(args), "parameters": parameters, "rows": rows}
+    payload = {"benchmark": "sequence_cost", "device": device, "settings": vars(args), "parameters": parameters,
+               "wall_seconds": time.time() - start, "rows": rows}
     with open(os.path.join(RESULTS, f"{args.out_name}.json"), "w") as f:
         json.dump(payload, f, indent=1)
 

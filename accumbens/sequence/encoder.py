@@ -33,7 +33,7 @@ Two ways to run it, giving the same features on the same history (tests/sequence
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple, Optional, Sequence
+from typing import Any, NamedTuple, Optional
 
 import flax.linen as nn
 import gin

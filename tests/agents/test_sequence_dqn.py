@@ -10,7 +10,8 @@ import numpy as np
 import optax
 import pytest
 
-from accumbens.agents import rainbow, sequence_dqn  # rainbow: registers RainbowAgent with gin
+import accumbens.agents.rainbow  # noqa: F401  (registers RainbowAgent with gin)
+from accumbens.agents import sequence_dqn
 from accumbens.agents.networks import MLP
 from accumbens.agents.registry import create_agent
 from accumbens.environments.memory import MemoryCorridorEnv
