@@ -98,7 +98,7 @@ def update_rate(network, context: int, batch: int, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--contexts", default="64,128,256,512,1024,2048,4096")
+    parser.add_argument("--contexts", default="64,256,1024,4096")
     parser.add_argument("--act_batch", type=int, default=16)
     parser.add_argument("--act_steps", type=int, default=256)
     parser.add_argument("--update_batch", type=int, default=16)

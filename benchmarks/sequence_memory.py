@@ -39,19 +39,20 @@ CONFIGS = {
 }
 
 # Full-size budgets (GPU) and the tiny CPU check. Memory: steps, evaluation every, eval episodes.
-FULL = {"memory": dict(steps=100_000, eval_every=5_000, eval_episodes=20, bindings=[]),
-        "breakout": dict(steps=150_000, eval_every=10_000, eval_episodes=10, bindings=[])}
+# The last evaluation of every run plays `final_episodes` episodes.
+FULL = {"memory": dict(steps=100_000, eval_every=10_000, eval_episodes=20, final_episodes=50, bindings=[]),
+        "breakout": dict(steps=150_000, eval_every=15_000, eval_episodes=5, final_episodes=10, bindings=[])}
 TINY = {
-    "memory": dict(steps=1_500, eval_every=500, eval_episodes=4, bindings=[
+    "memory": dict(steps=1_500, eval_every=500, eval_episodes=4, final_episodes=10, bindings=[
         "create_environment.name = 'memory:corridor-6'", "SequenceReplayBuffer.context_length = 8",
         "SequenceDQNAgent.min_replay_history = 300", "DQNAgent.min_replay_history = 300",
         "SequenceDQNAgent.epsilon_decay_period = 600", "DQNAgent.epsilon_decay_period = 600",
         "SequenceDQNAgent.batch_size = 16", "DQNAgent.batch_size = 16"]),
-    "breakout": dict(steps=600, eval_every=300, eval_episodes=1, bindings=[
+    "breakout": dict(steps=600, eval_every=300, eval_episodes=1, final_episodes=1, bindings=[
         "SequenceReplayBuffer.context_length = 8", "SequenceDQNAgent.min_replay_history = 200",
         "DQNAgent.min_replay_history = 200", "SequenceDQNAgent.batch_size = 8", "DQNAgent.batch_size = 8"]),
 }
-EVAL_STEP_CAP = 5_000  # greedy Breakout episodes are cut here (MinAtar episodes can run long)
+EVAL_STEP_CAP = 2_000  # greedy Breakout episodes are cut here (MinAtar episodes can run long)
 
 
 # ------------------------------------------------------------------------------------- one run
@@ -90,13 +91,14 @@ def run_one(task: str, agent_name: str, seed: int, budget: dict, max_seconds: fl
                 return total, length, bool(info.get("success", False))
             action = agent.step(float(reward), observation)
 
-    def evaluate():
-        results = [play(eval_env, training=False) for _ in range(budget["eval_episodes"])]
+    def evaluate(episodes: int):
+        results = [play(eval_env, training=False) for _ in range(episodes)]
         record = {
             "steps": steps,
             "seconds": time.perf_counter() - start,
             "eval_return": float(np.mean([r[0] for r in results])),
             "train_return": float(np.mean(episode_returns[-20:])) if episode_returns else float("nan"),
+            "eval_episodes": episodes,
         }
         if task == "memory":
             record["success_rate"] = float(np.mean([r[2] for r in results]))
@@ -110,14 +112,13 @@ def run_one(task: str, agent_name: str, seed: int, budget: dict, max_seconds: fl
         steps += length
         episode_returns.append(episode_return)
         episode_lengths.append(length)
-        if steps >= next_eval:
-            evaluate()
-            next_eval += budget["eval_every"]
-        if time.perf_counter() - start > max_seconds:
-            timed_out = True
+        timed_out = time.perf_counter() - start > max_seconds
+        if steps >= budget["steps"] or timed_out:
             break
-    if not curve or curve[-1]["steps"] != steps:
-        evaluate()
+        if steps >= next_eval:
+            evaluate(budget["eval_episodes"])
+            next_eval += budget["eval_every"]
+    evaluate(budget["final_episodes"])
     return {
         "task": task, "agent": agent_name, "seed": seed, "config": CONFIGS[(task, agent_name)],
         "steps": steps, "timed_out": timed_out, "seconds": time.perf_counter() - start,
@@ -188,7 +189,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--breakout_seeds", type=int, default=2)
     parser.add_argument("--tiny", action="store_true", help="a few hundred steps on small settings (CPU check)")
-    parser.add_argument("--max_minutes", type=float, default=7.0, help="wall-time cap per run")
+    parser.add_argument("--max_minutes", type=float, default=6.0, help="wall-time cap on the training of each run")
     parser.add_argument("--jobs", type=int, default=0, help="runs at a time (0: all at once)")
     parser.add_argument("--out_name", default="sequence_memory")
     parser.add_argument("--worker", nargs=4, metavar=("TASK", "AGENT", "SEED", "OUT"), help=argparse.SUPPRESS)
