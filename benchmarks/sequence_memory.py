@@ -155,7 +155,7 @@ def summarise(runs: list[dict]) -> dict:
     return summary
 
 
-def plot(runs: list[dict], path: str) -> None:
+def plot(runs: list[dict], path: str, memory_title: str = "memory corridor, length 100") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -173,7 +173,7 @@ def plot(runs: list[dict], path: str) -> None:
             ax.axhline(0.5, color="grey", ls=":", label="chance")
             ax.axhline(0.95, color="grey", ls="--", label="goal 95%")
             ax.set_ylabel("greedy success rate")
-            ax.set_title("memory corridor, length 100")
+            ax.set_title(memory_title)
         else:
             ax.set_ylabel("training return (last 20 episodes)")
             ax.set_title("flickering MinAtar Breakout (p = 0.5)")
@@ -254,7 +254,8 @@ def main() -> None:
     }
     with open(os.path.join(RESULTS, f"{args.out_name}.json"), "w") as f:
         json.dump(payload, f, indent=1)
-    plot(runs, os.path.join(RESULTS, f"{args.out_name}.png"))
+    plot(runs, os.path.join(RESULTS, f"{args.out_name}.png"),
+         "memory corridor, length 6 (tiny check)" if args.tiny else "memory corridor, length 100")
     print(f"wrote {os.path.join(RESULTS, args.out_name)}.json/.png ({time.time() - start:.0f} s)")
 
 
