@@ -206,7 +206,7 @@ def main() -> None:
     tasks = args.tasks.split(",")
     plan = [(t, a, s) for t in tasks for a in ("sequence_dqn", "dqn_4_frames")
             for s in range(args.seeds if t == "memory" else args.breakout_seeds)]
-    env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false", PYTHONPATH=ROOT)
+    env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false", PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
     env.setdefault("OMP_NUM_THREADS", "1")
     jobs = args.jobs or len(plan)
     start = time.time()
