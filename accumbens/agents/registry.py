@@ -17,10 +17,10 @@ import numpy as np
 PACKAGED_AGENTS: dict[str, str] = {
     "dqn": "accumbens.agents.dqn:DQNAgent",
     "rainbow": "accumbens.agents.rainbow:RainbowAgent",
+    "pessimistic": "accumbens.agents.pessimistic:PessimisticAgent",
     "hyperbolic": "accumbens.agents.hyperbolic:HyperbolicAgent",
     "deepmdp": "accumbens.agents.deepmdp:DeepMDPAgent",
     "cop_td": "accumbens.agents.cop_td:COPTDAgent",
-    "pessimistic": "accumbens.agents.pessimistic:PessimisticAgent",
     "sequence_dqn": "accumbens.agents.sequence_dqn:SequenceDQNAgent",
 }
 
