@@ -3,7 +3,7 @@
 Layout
 ------
 Two levels. The leaves (one per buffer slot, padded with zeros to a whole number of blocks) are cut
-into blocks of `block_size` (K = 128 by default) consecutive leaves; each block keeps the inclusive
+into blocks of `block_size` (K = 64 by default) consecutive leaves; each block keeps the inclusive
 running sum of its leaves (`run`, a [num_blocks, K] array, rows contiguous), so `run[b, -1]` is the
 block's mass. Above the blocks sits one array, `prefix` ([num_blocks + 1]): the exclusive prefix
 sums of the block masses (`prefix[0] = 0`, `prefix[-1]` = the total).
@@ -11,9 +11,9 @@ sums of the block masses (`prefix[0] = 0`, `prefix[-1]` = the total).
 Sampling a batch of B targets v in [0, total) is a fixed handful of vectorised calls, whatever the
 capacity:
   1. block b = the last block with prefix[b] <= v (`np.searchsorted` in `prefix`, which is small:
-     N / K entries, 62 KB for a 1M buffer, so it stays in cache);
+     N / K entries, 125 KB for a 1M buffer, so it stays in cache);
   2. residual r = v - prefix[b], then the rows `run[b]` are gathered ([B, K], one contiguous
-     1 KB row per target, which the prefetcher streams);
+     512-byte row per target, which the prefetcher streams);
   3. the leaf is the first column whose running sum exceeds r (`argmax` of `run[b] > r`).
 A K-ary tree of depth log_K(N) needs the same handful of calls per level; on a CPU where each
 small NumPy call costs a microsecond or more, and each level of a deep tree over a large buffer
@@ -45,7 +45,7 @@ from typing import Optional
 
 import numpy as np
 
-DEFAULT_BLOCK_SIZE = 128
+DEFAULT_BLOCK_SIZE = 64
 
 
 class SumTree:
@@ -65,6 +65,7 @@ class SumTree:
         self._prefix = np.zeros(self._num_blocks + 1, np.float64)
         self._prefix_stale = False
         self._max_recorded = 1.0
+        self._aranges: dict[int, np.ndarray] = {}
 
     # ----------------------------------------------------------------------------- queries
     @property
@@ -174,10 +175,23 @@ class SumTree:
         total mass is cut into `batch_size` equal strata and one index is drawn from each, which
         lowers the variance of a batch. Raises ValueError when the total is 0.
         """
+        prefix = self._fresh_prefix()
+        total = prefix[-1]
+        if not total > 0:
+            raise ValueError("Cannot sample from a SumTree whose values are all 0.")
         u = rng.random(batch_size)
-        if stratified:
-            u = (np.arange(batch_size) + u) / batch_size
-        return self.find(u * self.total)
+        if stratified:  # in place: this runs once per training step
+            u += self._arange(batch_size)
+            u *= total / batch_size
+        else:
+            u *= total
+        return self._find_flat(u, prefix)
+
+    def _arange(self, size: int) -> np.ndarray:
+        cached = self._aranges.get(size)
+        if cached is None:
+            cached = self._aranges[size] = np.arange(size)
+        return cached
 
     def find(self, targets: np.ndarray) -> np.ndarray:
         """Leaf i for each target v in [0, total): sum(leaves[:i]) <= v < sum(leaves[:i + 1]).
@@ -189,20 +203,24 @@ class SumTree:
         if not prefix[-1] > 0:
             raise ValueError("Cannot sample from a SumTree whose values are all 0.")
         targets = np.asarray(targets, np.float64)
-        shape = targets.shape
-        targets = targets.ravel()
-        block = np.searchsorted(prefix, targets, side="right") - 1
+        return self._find_flat(targets.ravel(), prefix).reshape(targets.shape)
+
+    def _find_flat(self, targets: np.ndarray, prefix: np.ndarray) -> np.ndarray:
+        """`find` for a 1-D float64 array, with the prefix fresh and the total positive."""
+        block = np.searchsorted(prefix, targets, side="right")
+        block -= 1
         np.clip(block, 0, self._num_blocks - 1, out=block)
         residual = targets - prefix[block]
         np.maximum(residual, 0.0, out=residual)  # targets below 0 count as 0
         rows = self._run[block]  # [B, K] running sums of each target's block
         column = np.argmax(rows > residual[:, None], axis=1)
-        index = block * self._k + column
-        found = rows[np.arange(rows.shape[0]), column] > residual  # False: rounding (see docstring)
+        found = rows[self._arange(rows.shape[0]), column] > residual  # False: rounding (see docstring)
+        block *= self._k
+        block += column  # the leaf index
         if not found.all():
             bad = ~found
-            index[bad] = [self._find_exact(t) for t in targets[bad]]
-        return index.reshape(shape)
+            block[bad] = [self._find_exact(t) for t in targets[bad]]
+        return block
 
     def _find_exact(self, target: float) -> int:
         """Slow scalar fallback: the leaf for `target`, clipped to the nearest positive leaf."""
