@@ -132,7 +132,8 @@ def test_recorded_dataset_equals_the_runs_replay_and_resumes_exactly(tmp_path):
     manifest = read_manifest(str(tmp_path / "data"))
     assert [c["tag"] for c in manifest["chunks"]] == [0, 1] and not manifest["open_episode"]
     assert manifest["num_steps"] == runner.agent.env_steps
-    assert np.isnan(got.behaviour_probability).all()  # DQN's Agent sets no `policy`: unknown
+    # DQN's `policy` gives mu(a|s); epsilon is 1 during the warm-up, so mu = 1/2 over CartPole's 2 actions.
+    np.testing.assert_allclose(got.behaviour_probability, 0.5)
     # Interrupted after iteration 0 (and iteration 1's data partly written), then resumed: the same data.
     _recording_runner(tmp_path / "run2", tmp_path / "data2", 1).run_experiment()
     with open(tmp_path / "data2" / "manifest.json") as f:
