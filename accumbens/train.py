@@ -16,6 +16,7 @@ every gin file given here is put on the import path first) or `--gin_modules my_
 from __future__ import annotations
 
 import argparse
+import glob
 import logging
 import os
 import re
@@ -184,12 +185,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     print(f"[accumbens] writing to {runner.base_dir}", flush=True)
     runner.run_experiment()
-    runs = os.path.join(base_dir, "seed_*") if hasattr(runner, "seed_dir") else base_dir  # compiled: one folder per seed
-    print(
-        f"[accumbens] done. Results in {runner.base_dir}: metrics.csv, metrics.jsonl, tensorboard/, "
-        f"config.gin, checkpoints/. Plot with: python -m accumbens.plot {runs} -o curves.png",
-        flush=True,
-    )
+    files = "metrics.csv, metrics.jsonl, tensorboard/"
+    if glob.glob(os.path.join(glob.escape(base_dir), "seed_*", "metrics.jsonl")):  # compiled, multi_seed
+        runs = os.path.join(base_dir, "seed_*")
+        where = f"{runner.base_dir}: config.gin, checkpoints/, and per seed seed_<n>/{{{files}}}"
+    else:
+        runs = base_dir
+        where = f"{runner.base_dir}: {files}, config.gin, checkpoints/"
+    print(f"[accumbens] done. Results in {where}. Plot with: python -m accumbens.plot {runs} -o curves.png", flush=True)
     return 0
 
 
