@@ -305,20 +305,8 @@ def make_cop_td(
         metrics = {"loss": loss, "priorities": priorities, **aux}
         return new_state, metrics
 
-    def policy(state: DQNState, observation: jnp.ndarray, training: bool) -> jnp.ndarray:
-        """The probabilities [..., A] that `act` samples from (epsilon-greedy on the noise-free Q-values)."""
-        if not training:
-            epsilon = jnp.asarray(epsilon_eval, jnp.float32)
-        elif value_head == "c51" and noisy:
-            epsilon = jnp.asarray(noisy_epsilon, jnp.float32)
-        else:
-            epsilon = losses.linearly_decaying_epsilon(state.env_steps, epsilon_decay_period, epsilon_warmup_steps, epsilon_train)
-        kwargs = {"deterministic": True} if noisy else {}
-        q = q_values(network.apply(state.params, observation, **kwargs).value)
-        greedy = jax.nn.one_hot(jnp.argmax(q, axis=-1), num_actions)
-        return epsilon / num_actions + (1.0 - epsilon) * greedy
-
-    return Agent(init=base.init, act=base.act, update=update, policy=policy)
+    # Acting and its probabilities are the base agent's (epsilon-greedy on the value head).
+    return Agent(init=base.init, act=base.act, update=update, policy=base.policy)
 
 
 @gin.configurable
