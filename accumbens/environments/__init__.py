@@ -14,6 +14,9 @@ Families and names (see each module for its options):
                                     the memory corridor of issue 6 (`memory.py`).
   pathworld:paths                   paths of different delays under an uncertain hazard, for the
                                     hyperbolic-discounting check (`pathworld.py`).
+  jax:minatar:breakout              a gymnax (JAX) environment stepped from the host, by its
+                                    `create_jax_environment` name (`gymnax_host.py`): the host
+                                    runner on the compiled runner's exact game.
 
 Every environment is a gymnasium `Env` with a `Discrete` action space that keeps `terminated`
 (a true end: do not bootstrap) apart from `truncated` (a time limit: bootstrap).
@@ -35,7 +38,7 @@ from typing import Any
 import gin
 import gymnasium
 
-from accumbens.environments import atari, gym, memory, minatar, pathworld
+from accumbens.environments import atari, gym, gymnax_host, memory, minatar, pathworld
 from accumbens.environments.jax_envs import create_jax_environment
 
 __all__ = ["FAMILIES", "create_environment", "create_jax_environment", "parse_name"]
@@ -46,7 +49,9 @@ __all__ = ["FAMILIES", "create_environment", "create_jax_environment", "parse_na
 #   make(game: str, **kwargs) -> gymnasium.Env  the environment for a canonical game.
 # Importing the modules registers their gin configurables; the heavy packages behind them
 # (minatar imports matplotlib) are imported only when an environment is made.
-FAMILIES: dict[str, ModuleType] = {"atari": atari, "gym": gym, "memory": memory, "minatar": minatar, "pathworld": pathworld}
+FAMILIES: dict[str, ModuleType] = {
+    "atari": atari, "gym": gym, "jax": gymnax_host, "memory": memory, "minatar": minatar, "pathworld": pathworld
+}
 
 
 def _family_module(family: str, name: str) -> ModuleType:
