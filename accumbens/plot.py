@@ -93,6 +93,80 @@ def plot(run_dirs: Sequence[str], output: str, metric: Optional[str] = None, ban
     return metric
 
 
+def plot_groups(
+    groups: dict, output: str, metric: Optional[str] = None, band: str = "minmax", title: str = ""
+) -> str:
+    """Like `plot`, with the curves named by the caller: {label: [run dirs (seeds)]} (sweeps).
+
+    Returns the metric drawn (default `eval_return_mean`, else `train_return_mean`).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not groups or not all(groups.values()):
+        raise ValueError("plot_groups needs at least one group, each with at least one run dir")
+    if metric is None:
+        first = read_records(next(iter(groups.values()))[0])
+        metric = "eval_return_mean" if first and "eval_return_mean" in first[0] else "train_return_mean"
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, run_dirs in sorted(groups.items()):
+        curves = [load_curve(d, metric) for d in run_dirs]
+        x, mean, low, high = aggregate(curves, band)
+        (line,) = ax.plot(x, mean, label=f"{name} ({len(curves)} seed{'s' if len(curves) > 1 else ''})")
+        if len(curves) > 1:
+            ax.fill_between(x, low, high, color=line.get_color(), alpha=0.25)
+    ax.set_xlabel("training agent steps")
+    ax.set_ylabel(metric)
+    ax.set_title(title or metric)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(output, dpi=120)
+    plt.close(fig)
+    return metric
+
+
+def performance_profile(scores: np.ndarray, taus: np.ndarray) -> np.ndarray:
+    """Fraction of `scores` (all games and seeds, flattened) strictly above each threshold in `taus`.
+
+    The run-score distribution of Agarwal et al. (2021, "Deep RL at the Edge of the Statistical
+    Precipice"), Fig. 5: P(score > tau).
+    """
+    scores = np.asarray(scores, np.float64).ravel()
+    if scores.size == 0:
+        raise ValueError("performance_profile of no scores")
+    return (scores[None, :] > np.asarray(taus, np.float64)[:, None]).mean(axis=1)
+
+
+def plot_performance_profiles(scores: dict, output: str, xlabel: str = "score", title: str = "", points: int = 201) -> None:
+    """Draws `performance_profile` for each {label: scores} on a shared threshold axis into `output`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    everything = np.concatenate([np.asarray(v, np.float64).ravel() for v in scores.values()]) if scores else np.array([])
+    if everything.size == 0:
+        raise ValueError("plot_performance_profiles needs at least one score")
+    low, high = float(everything.min()), float(everything.max())
+    pad = 0.05 * (high - low) if high > low else 1.0
+    taus = np.linspace(low - pad, high + pad, points)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, values in sorted(scores.items()):
+        ax.plot(taus, performance_profile(values, taus), label=f"{label} ({np.asarray(values).size})")
+    ax.set_xlabel(f"{xlabel} threshold tau")
+    ax.set_ylabel("fraction of runs with score > tau")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title or "performance profile")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(output, dpi=120)
+    plt.close(fig)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m accumbens.plot", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dirs", nargs="+", help="run directories (each with metrics.jsonl)")
