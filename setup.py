@@ -29,6 +29,7 @@ setup(
     extras_require={
         "test": ["pytest>=8.0", "pytest-xdist>=3.5", "gymnax>=1.0.1"],
         "jax-envs": ["gymnax>=1.0.1"],
+        "cluster": ["ray>=2.9"],  # accumbens.sweep --executor ray
     },
     entry_points={"console_scripts": ["accumbens-train=accumbens.train:main"]},
 )
