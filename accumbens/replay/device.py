@@ -165,7 +165,8 @@ class DeviceReplayBuffer:
         def put(buf, value):
             return jax.lax.dynamic_update_index_in_dim(buf, jnp.asarray(value, buf.dtype), slot, 0)
 
-        return DeviceReplayState(
+        # `replace` keeps the state's own type, so subclasses (the prioritized form) inherit `add`.
+        return state.replace(
             observation=put(state.observation, observation),
             action=put(state.action, action),
             reward=put(state.reward, reward),
@@ -181,6 +182,14 @@ class DeviceReplayBuffer:
         """Uniform replay has no priorities: returns `state` unchanged (same verb as the host form)."""
         del index, priority
         return state
+
+    def locate(self, state: DeviceReplayState, index: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """The inverse of `Batch.index`: (logical step t, environment env) now stored in flat slots
+        `index` = row * num_envs + env. A row never written maps to a negative t (never valid)."""
+        index = jnp.asarray(index, jnp.int32)
+        row, env = index // self.num_envs, index % self.num_envs
+        newest = state.count - 1
+        return newest - (newest - row) % self.rows, env
 
     # ------------------------------------------------------------------------------ sampling
     def _horizon(self, state: DeviceReplayState, t: jax.Array, env: jax.Array) -> jax.Array:
