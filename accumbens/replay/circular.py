@@ -319,6 +319,22 @@ class ReplayBuffer:
         index = self._sample_uniform_index(rng, batch_size)
         return self._gather(index, np.ones(batch_size, np.float32))
 
+    def sample_slots(self, rng: np.random.Generator, batch_size: int) -> Batch:
+        """`sample` without copying frames, for a caller that keeps its own copy of the storage
+        (the several-seeds runner mirrors it on the accelerator and stacks there).
+
+        The same draws as `sample` with the same generator (so the same transitions, rewards,
+        discounts, weights and indices), but observation and next_observation are int64 [B, k]
+        storage rows, oldest frame first, row `capacity` meaning the all-zero padding frame:
+        `sample(...).observation[b, ..., j]` equals the stored frame at row `observation[b, j]`.
+        Works for subclasses that sample through `_gather` (prioritized replay).
+        """
+        self._slots_only = True
+        try:
+            return self.sample(rng, batch_size)
+        finally:
+            self._slots_only = False
+
     def get_transitions(self, index: np.ndarray) -> Batch:
         """The batch for given slot indices (e.g. `valid_indices()`), weight 1; for evaluation,
         offline tools and tests. Raises ValueError if any index is not a valid start."""
@@ -377,14 +393,25 @@ class ReplayBuffer:
             index=index,
         )
 
-    def _stack(self, index: np.ndarray) -> np.ndarray:
-        """Observations stacked on a new last axis, oldest first, zeros before the episode start."""
+    _slots_only = False  # set by `sample_slots`: `_stack` returns storage rows, not frames
+
+    def _stack_rows(self, index: np.ndarray) -> np.ndarray:
+        """Storage rows [B, k] of the stacks at `index`, oldest first; `capacity` (the zero row)
+        for frames before the episode start."""
         if self._stack_size == 1:
-            return self._observation[index][..., None]
+            return index[:, None].astype(np.int64, copy=False)
         slots = (index[:, None] + self._stack_offsets) % self._capacity  # [B, k]
         before_start = self._neg_stack_offsets > self._episode_step[index][:, None]  # [B, k]
         # Frames before the episode start read the always-zero row at index `capacity`.
-        slots = np.where(before_start, self._capacity, slots)
+        return np.where(before_start, self._capacity, slots)
+
+    def _stack(self, index: np.ndarray) -> np.ndarray:
+        """Observations stacked on a new last axis, oldest first, zeros before the episode start."""
+        if self._slots_only:
+            return self._stack_rows(index)
+        if self._stack_size == 1:
+            return self._observation[index][..., None]
+        slots = self._stack_rows(index)
         # One frame at a time into the interleaved output: reads stay contiguous, which is several
         # times faster than gathering [B, k, *shape] and transposing.
         out = np.empty((index.shape[0], *self._observation_shape, self._stack_size), self._observation_dtype)

@@ -123,6 +123,167 @@ def _select(mask, new, old):
     return jax.tree.map(lambda a, b: jnp.where(mask.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, old)
 
 
+SEED_MAPS = ("vmap", "map", "unroll")
+
+
+def map_over_seeds(fn: Callable, in_axes: Sequence[Optional[int]], num: int, mode: str = "vmap") -> Callable:
+    """`fn` applied to each seed: arguments whose `in_axes` entry is 0 carry a leading seed axis.
+
+    mode 'vmap': one batched computation (a convolution with per-seed weights becomes a grouped
+      convolution, which may be slow on GPUs, especially its gradient);
+    'map': `lax.map`, one seed after the other inside one compiled call, each with the arithmetic
+      of a single run (the cost grows linearly with N, no grouped convolutions);
+    'unroll': N copies of `fn` in one compiled call (XLA may overlap them; compile time grows with N).
+    With num == 1 `fn` is called directly (no vmap), so one seed is exactly the single-seed shell.
+    """
+    if mode not in SEED_MAPS:
+        raise ValueError(f"seed mapping must be one of {SEED_MAPS}, got {mode!r}")
+
+    def split(args, i):
+        return [_index(a, i) if ax == 0 else a for a, ax in zip(args, in_axes)]
+
+    if num == 1:
+        return lambda *args: jax.tree.map(lambda leaf: leaf[None], fn(*split(args, 0)))
+    if mode == "vmap":
+        return jax.vmap(fn, in_axes=tuple(in_axes))
+    if mode == "unroll":
+        return lambda *args: _stack([fn(*split(args, i)) for i in range(num)])
+
+    def mapped(*args):
+        seeded = tuple(a for a, ax in zip(args, in_axes) if ax == 0)
+
+        def body(xs):
+            it = iter(xs)
+            return fn(*[next(it) if ax == 0 else a for a, ax in zip(args, in_axes)])
+
+        return jax.lax.map(body, seeded)
+
+    return mapped
+
+
+def device_frames_supported(replay) -> bool:
+    """Whether `DeviceFrames` can mirror this replay: the plain circular buffer or its prioritized
+    form (both sample through `ReplayBuffer._gather`); not sequence or fixed-dataset replays."""
+    from accumbens.replay.circular import ReplayBuffer
+    from accumbens.replay.prioritized import PrioritizedReplayBuffer
+
+    return type(replay) in (ReplayBuffer, PrioritizedReplayBuffer)
+
+
+class DeviceFrames:
+    """Every seed's replay frames mirrored on the accelerator, and the acting frame stacks there.
+
+    Why: gathering a batch of stacked Atari frames on the host and copying it to the device cost
+    ~0.5 ms per seed per update (numbers in benchmarks/atari_throughput_notes.md). Here each frame
+    crosses to the device once, when it is observed (it is needed there for acting anyway); a
+    sample sends only its frames' rows ([B, 2k] int32, from `ReplayBuffer.sample_slots`) and the
+    compiled update gathers and stacks on the device. The host replay stays the reference (it
+    decides validity, draws the samples, computes n-step returns, and is what checkpoints save).
+
+    Layout: `store` [N, R + 2, *frame] with R = capacity + `spare`. The frame written at the
+    replay's logical time T (its `add_count` when written; host slot T % capacity) lives in device
+    row T % R. Row R is all zeros (the padding frame before an episode start), row R + 1 a scratch
+    row for frames that are not stored (evaluation, seeds whose phase is over). Because R exceeds
+    the capacity, a frame can be written a few steps before the host replay stores it (the runner
+    acts on o_t before storing the transition that precedes it) without overwriting any frame the
+    host still holds: the host keeps logical times [A - capacity, A), the device [A + spare - R, ...).
+    `stacks` [N, *frame, k]: each seed's acting stack, pushed on the device from the same frame.
+    """
+
+    def __init__(self, replays: Sequence, stacked_shape: Sequence[int], dtype, spare: int = 8):
+        self.num = len(replays)
+        self.capacity = replays[0].capacity
+        self.frame_shape = tuple(replays[0].observation_shape)
+        self.stack_size = int(stacked_shape[-1])
+        self.dtype = np.dtype(dtype)
+        self.ring = self.capacity + spare
+        self.zero_row, self.scratch_row = self.ring, self.ring + 1
+        self.frame_bytes = int(np.prod(self.frame_shape, dtype=np.int64)) * self.dtype.itemsize
+        self.store = jnp.zeros((self.num, self.ring + 2, *self.frame_shape), self.dtype)
+        self.stacks = jnp.zeros((self.num, *stacked_shape), self.dtype)
+
+    # ----- host side: a tick's frames and a sample's rows, packed as one array each -----------
+    def pack_frames(self, frames: np.ndarray, rows: np.ndarray, new_episode: np.ndarray, active: np.ndarray) -> np.ndarray:
+        """uint8 [N, frame_bytes + 8]: each seed's frame bytes, its device row (int32), then the
+        new-episode and active flags. One array, so a tick makes one host-to-device transfer."""
+        out = np.empty((self.num, self.frame_bytes + 8), np.uint8)
+        out[:, : self.frame_bytes] = np.ascontiguousarray(frames, self.dtype).reshape(self.num, -1).view(np.uint8)
+        out[:, self.frame_bytes : self.frame_bytes + 4] = np.asarray(rows, "<i4").reshape(self.num, 1).view(np.uint8)
+        out[:, self.frame_bytes + 4] = new_episode
+        out[:, self.frame_bytes + 5] = active
+        out[:, self.frame_bytes + 6 :] = 0
+        return out
+
+    def device_rows(self, replay, slots: np.ndarray) -> np.ndarray:
+        """Device rows of host storage rows `slots` (row `capacity`: the zero frame) of `replay`."""
+        a, c = replay.add_count, self.capacity
+        logical = a - 1 - ((a - 1 - slots) % c)  # the newest logical time written to each slot
+        return np.where(slots == c, self.zero_row, logical % self.ring)
+
+    def pack_samples(self, replays: Sequence, batches: Sequence) -> np.ndarray:
+        """int32 [N, 2k + 4, B] from `sample_slots` batches (None: seed not due, its rows copy a due
+        seed's, computed and discarded): frame rows of observation and next observation, action,
+        then reward, discount and weight as float32 bits."""
+        k = self.stack_size
+        filler = next(b for b in batches if b is not None)
+        size = filler.action.shape[0]
+        out = np.empty((self.num, 2 * k + 4, size), np.int32)
+        for i, (replay, batch) in enumerate(zip(replays, batches)):
+            if batch is None:
+                replay, batch = replays[batches.index(filler)], filler
+            out[i, :k] = self.device_rows(replay, batch.observation).T
+            out[i, k : 2 * k] = self.device_rows(replay, batch.next_observation).T
+            out[i, 2 * k] = batch.action
+            out[i, 2 * k + 1 :] = np.stack([batch.reward, batch.discount, batch.weight]).astype(np.float32).view(np.int32)
+        return out
+
+    def upload(self, i: int, replay, chunk: int = 65536) -> None:
+        """Copies seed i's live replay frames to the device (after a checkpoint restore)."""
+        a, c = replay.add_count, self.capacity
+        observation = replay._slot_arrays()["observation"]
+        for start in range(max(0, a - c), a, chunk):
+            logical = np.arange(start, min(a, start + chunk))
+            self.store = self.store.at[i, jnp.asarray(logical % self.ring)].set(jnp.asarray(observation[logical % c]))
+
+    # ----- device side (inside jit) --------------------------------------------------------
+    def unpack_frames(self, packed):
+        """Inverse of `pack_frames`: frames [N, *frame], rows [N], new_episode [N], active [N]."""
+        n, size = packed.shape[0], self.frame_bytes
+        raw = packed[:, :size]
+        if self.dtype == np.uint8:
+            frames = raw
+        elif self.dtype == np.bool_:
+            frames = raw != 0
+        elif self.dtype.itemsize == 1:
+            frames = jax.lax.bitcast_convert_type(raw, self.dtype)
+        else:
+            frames = jax.lax.bitcast_convert_type(raw.reshape(n, -1, self.dtype.itemsize), self.dtype)
+        frames = frames.reshape((n, *self.frame_shape))
+        rows = jax.lax.bitcast_convert_type(packed[:, size : size + 4], jnp.int32)
+        return frames, rows, packed[:, size + 4] != 0, packed[:, size + 5] != 0
+
+    def write(self, store, stacks, packed):
+        """Writes a tick's frames at their rows and pushes them on the active seeds' stacks."""
+        frames, rows, new_episode, active = self.unpack_frames(packed)
+        store = store.at[jnp.arange(self.num), rows].set(frames)
+        newest = frames[..., None]
+        pushed = jnp.concatenate([stacks[..., 1:], newest], axis=-1)
+        fresh = jnp.concatenate([jnp.zeros_like(stacks[..., 1:]), newest], axis=-1)
+        expand = (-1,) + (1,) * (stacks.ndim - 1)
+        stacks = jnp.where(active.reshape(expand), jnp.where(new_episode.reshape(expand), fresh, pushed), stacks)
+        return store, stacks, active
+
+    def gather(self, store, samples) -> Batch:
+        """The stacked `Batch` [N, B, ...] of packed sample rows `samples` [N, 2k + 4, B]."""
+        k = self.stack_size
+        seeds = jnp.arange(self.num)[:, None, None]
+        frames = jnp.moveaxis(store[seeds, samples[:, : 2 * k]], 1, -1)  # [N, B, *frame, 2k]
+        floats = jax.lax.bitcast_convert_type(samples[:, 2 * k + 1 :], jnp.float32)
+        return Batch(observation=frames[..., :k], action=samples[:, 2 * k], reward=floats[:, 0],
+                     next_observation=frames[..., k:], discount=floats[:, 1], weight=floats[:, 2],
+                     index=jnp.zeros(samples[:, 0].shape, jnp.int32))
+
+
 class BatchedAgent:
     """N host agents of one kind behind stacked states and batched, compiled calls.
 
@@ -134,24 +295,21 @@ class BatchedAgent:
     exactly the single-seed shell's.
     """
 
-    def __init__(self, agents: Sequence):
+    def __init__(self, agents: Sequence, act_map: str = "vmap", update_map: str = "vmap",
+                 frames: Optional[DeviceFrames] = None):
         self.agents = list(agents)
         self.num = len(self.agents)
+        self.frames = frames
         first = self.agents[0]
         self.state = _stack([a.state for a in self.agents])
         self.rng = jnp.stack([a._rng for a in self.agents])
         self.losses: list[tuple[np.ndarray, jax.Array]] = []  # (due mask, device losses [N]) per update
 
-        def mapped(fn, in_axes):
-            if self.num > 1:
-                return jax.vmap(fn, in_axes=in_axes)
-            def single(*args):
-                args = [_index(a, 0) if ax == 0 else a for a, ax in zip(args, in_axes)]
-                return jax.tree.map(lambda leaf: leaf[None], fn(*args))
-            return single
+        def mapped(fn, in_axes, mode=update_map):
+            return map_over_seeds(fn, in_axes, self.num, mode)
 
-        act_eval = mapped(lambda s, r, o, e: first._act(s, r, o, e, training=False), (0, 0, 0, 0))
-        act_train = mapped(lambda s, r, o, e: first._act(s, r, o, e, training=True), (0, 0, 0, 0))
+        act_eval = mapped(lambda s, r, o, e: first._act(s, r, o, e, training=False), (0, 0, 0, 0), act_map)
+        act_train = mapped(lambda s, r, o, e: first._act(s, r, o, e, training=True), (0, 0, 0, 0), act_map)
         update_and_act = mapped(first._update_and_act, (0, 0, 0, 0, 0))
 
         def update_only(state, rng, batch, env_steps):
@@ -169,6 +327,9 @@ class BatchedAgent:
 
         def update_and_act_fn(state, rng, batches, stacks, env_steps, active, due):
             batch = jax.tree.map(lambda *leaves: jnp.stack(leaves), *[unpack_batch(b) for b in batches])
+            return update_and_act_batch(state, rng, batch, stacks, env_steps, active, due)
+
+        def update_and_act_batch(state, rng, batch, stacks, env_steps, active, due):
             new_state, rng_u, actions_u, metrics = update_and_act(state, rng, batch, stacks, env_steps)
             actions_a, rng_a = act_train(state, rng, stacks, env_steps)
             state = _select(due, new_state, state)
@@ -180,6 +341,9 @@ class BatchedAgent:
 
         def update_fn(state, rng, batches, env_steps, due):
             batch = jax.tree.map(lambda *leaves: jnp.stack(leaves), *[unpack_batch(b) for b in batches])
+            return update_batch(state, rng, batch, env_steps, due)
+
+        def update_batch(state, rng, batch, env_steps, due):
             new_state, new_rng, metrics = update(state, rng, batch, env_steps)
             state = _select(due, new_state, state)
             rng = jnp.where(due[:, None], new_rng, rng)
@@ -188,6 +352,34 @@ class BatchedAgent:
         self.act = jax.jit(act_fn, static_argnames="training")
         self.update_and_act = jax.jit(update_and_act_fn)
         self.update = jax.jit(update_fn)
+        if frames is None:
+            return
+
+        # Device frames (`DeviceFrames`): `packed` is a tick's frames ([N, bytes] uint8, one
+        # transfer), `samples` a sample's frame rows and scalars ([N, 2k + 4, B] int32, one
+        # transfer); the frame store and the stacks are donated, so XLA updates them in place.
+        def act_frames_fn(state, rng, store, stacks, packed, env_steps, training: bool):
+            store, stacks, active = frames.write(store, stacks, packed)
+            actions, rng, next_steps = act_fn(state, rng, stacks, env_steps, active, training)
+            return actions, rng, next_steps, store, stacks
+
+        def update_and_act_frames_fn(state, rng, store, stacks, packed, samples, env_steps, due):
+            store, stacks, active = frames.write(store, stacks, packed)
+            batch = frames.gather(store, samples)
+            out = update_and_act_batch(state, rng, batch, stacks, env_steps, active, due)
+            return (*out, store, stacks)
+
+        def update_frames_fn(state, rng, store, samples, env_steps, due):
+            return update_batch(state, rng, frames.gather(store, samples), env_steps, due)
+
+        def write_frames_fn(store, packed):  # final observations: store rows only, no stacks
+            frames_, rows, _, _ = frames.unpack_frames(packed)
+            return store.at[jnp.arange(self.num), rows].set(frames_)
+
+        self.act_frames = jax.jit(act_frames_fn, static_argnames="training", donate_argnames=("store", "stacks"))
+        self.update_and_act_frames = jax.jit(update_and_act_frames_fn, donate_argnames=("store", "stacks"))
+        self.update_frames = jax.jit(update_frames_fn)
+        self.write_frames = jax.jit(write_frames_fn, donate_argnames="store")
 
     def pop_training_metrics(self) -> list[dict]:
         """Per seed, the mean loss over its updates since the last call (as `HostAgent` computes it:
@@ -227,6 +419,9 @@ class MultiSeedRunner:
         create_batched_environment_fn: Optional[Callable[..., object]] = None,
         act_before_update: bool = False,
         overlap: bool = True,
+        device_frames: Optional[bool] = None,
+        act_map: str = "vmap",
+        update_map: str = "vmap",
         num_iterations: Optional[int] = None,
         training_steps: Optional[int] = None,
         evaluation_steps: Optional[int] = None,
@@ -268,8 +463,15 @@ class MultiSeedRunner:
                             observation_dtype=space.dtype, seed=s)
             for s in seeds
         ]
-        self.agent = BatchedAgent(agents)
         first = agents[0]
+        supported = all(device_frames_supported(a.replay) for a in agents)
+        if device_frames is None:  # auto: on an accelerator, where the replay allows it
+            device_frames = supported and jax.default_backend() != "cpu"
+        elif device_frames and not supported:
+            raise ValueError(f"device_frames=True needs the circular (uniform or prioritized) replay, "
+                             f"got {type(first.replay).__name__}")
+        frames = DeviceFrames([a.replay for a in agents], first.stacked_shape, first.observation_dtype) if device_frames else None
+        self.agent = BatchedAgent(agents, act_map=act_map, update_map=update_map, frames=frames)
         self._prioritized = getattr(first, "_prioritized", False)
         self.observation_dtype = first.observation_dtype
         self.stacks = np.zeros((self.num, *first.stacked_shape), first.observation_dtype)
@@ -366,7 +568,9 @@ class MultiSeedRunner:
         t = time.perf_counter()
         observation = self.environment.reset([_phase_seed(s, iteration, phase) for s in self.seeds])
         self.timings["environment"] += time.perf_counter() - t
-        if training and self.act_before_update:
+        if self.agent.frames is not None:
+            self._frames_loop(observation, active, training, lagged=training and self.act_before_update)
+        elif training and self.act_before_update:
             self._lagged_loop(observation, active)
         else:
             self._dopamine_loop(observation, active, training)
@@ -510,6 +714,147 @@ class MultiSeedRunner:
         self._flush(pending)
         self.timings["replay"] += time.perf_counter() - t
 
+    # ----- the device-frames loop (`DeviceFrames`) -------------------------------------------
+    def _sample_slots(self, due: np.ndarray):
+        """One `sample_slots` batch per due seed (the same draws as `sample`); returns the host
+        batches (for priorities) and their packed rows [N, 2k + 4, B] (host array)."""
+        start = time.perf_counter()
+        host = [self.agents[i].replay.sample_slots(self.agents[i]._sample_rng, self.agents[i].batch_size)
+                if due[i] else None for i in range(self.num)]
+        packed = self.agent.frames.pack_samples([a.replay for a in self.agents], host)
+        self.timings["replay"] += time.perf_counter() - start
+        return host, packed
+
+    def _store(self, i: int, item: tuple, finals: list) -> None:
+        """Stores seed i's transition (o_t, a_t, r, terminated, truncated, final, T) in its host
+        replay; T is the logical time o_t was written to on the device, checked here. An ended
+        episode's final observation goes to `finals` (device row, frame) for `_write_finals`."""
+        observation, action, reward, terminated, truncated, final, written_at = item
+        replay = self.agents[i].replay
+        if replay.add_count != written_at:
+            raise RuntimeError(f"seed {self.seeds[i]}: device frame store out of step with the replay "
+                               f"(frame written for logical time {written_at}, replay at {replay.add_count})")
+        replay.add(observation, action, reward, terminated, truncated, final_observation=final)
+        if final is not None:
+            finals.append((i, (replay.add_count - 1) % self.agent.frames.ring, final))
+
+    def _write_finals(self, finals: list) -> None:
+        """Writes episodes' final observations to their device rows (one call; rare)."""
+        if not finals:
+            return
+        frames = self.agent.frames
+        data = np.zeros((self.num, *frames.frame_shape), frames.dtype)
+        rows = np.full(self.num, frames.scratch_row, np.int64)
+        for i, row, final in finals:
+            data[i], rows[i] = final, row
+        packed = frames.pack_frames(data, rows, np.zeros(self.num, bool), np.zeros(self.num, bool))
+        frames.store = self.agent.write_frames(frames.store, packed)
+
+    def _frames_loop(self, observation, active: np.ndarray, training: bool, lagged: bool) -> None:
+        """Both schedules with `DeviceFrames`: each tick sends its frames once (one transfer, one
+        compiled call that stores them, pushes the stacks and acts); an update sends only its
+        sample's rows. `lagged` (act_before_update) acts first and dispatches the update while the
+        environments step; otherwise Dopamine's order (update, then act, in one call)."""
+        n, agent, frames = self.num, self.agent, self.agent.frames
+        new_episode = np.ones(n, bool)
+        pending: list = [None] * n  # lagged: per seed, the transition to store on the next tick
+        in_flight = None  # lagged: (due, host batches, device priorities) of the last update
+        env_steps = jnp.asarray(np.array([a.env_steps for a in self.agents], np.int32))  # on the device
+        no_write = np.full(n, frames.scratch_row, np.int64)
+        while active.any():
+            t = time.perf_counter()
+            if training:  # the logical time o_t will have in the replay (after the pending transition)
+                times = [a.replay.add_count + (0 if p is None else 1 + (p[5] is not None))
+                         for a, p in zip(self.agents, pending)]
+                rows = np.where(active, np.asarray(times) % frames.ring, frames.scratch_row)
+            else:
+                times, rows = [None] * n, no_write
+            packed = frames.pack_frames(observation, rows, new_episode, active)
+            last_observation = np.asarray(observation, self.observation_dtype)
+            due = self._due(active) if training and not lagged else np.zeros(n, bool)
+            self.timings["other"] += time.perf_counter() - t
+            host_batches = None
+            if due.any():
+                host_batches, samples = self._sample_slots(due)
+                t = time.perf_counter()
+                (agent.state, agent.rng, actions, env_steps, loss, priorities, frames.store,
+                 frames.stacks) = agent.update_and_act_frames(agent.state, agent.rng, frames.store, frames.stacks,
+                                                              packed, samples, env_steps, self._mask(due))
+                agent.losses.append((due, loss))
+                actions = np.asarray(actions)
+                self._apply_priorities(due, host_batches, priorities)
+                self.timings["update"] += time.perf_counter() - t
+            else:
+                t = time.perf_counter()
+                actions, agent.rng, next_steps, frames.store, frames.stacks = agent.act_frames(
+                    agent.state, agent.rng, frames.store, frames.stacks, packed, env_steps, training=training)
+                actions = np.asarray(actions)
+                self.timings["acting"] += time.perf_counter() - t
+            t = time.perf_counter()
+            self.environment.send(actions, active)
+            result = None if (lagged and self.overlap) else self.environment.recv()
+            self.timings["environment"] += time.perf_counter() - t
+            if lagged:  # while the emulators step: last priorities, last transitions, this update
+                t = time.perf_counter()
+                if in_flight is not None:
+                    self._apply_priorities(*in_flight)
+                    in_flight = None
+                finals: list = []
+                for i in range(n):
+                    if pending[i] is not None:
+                        self._store(i, pending[i], finals)
+                        pending[i] = None
+                self._write_finals(finals)
+                due = self._due(active)
+                self.timings["replay"] += time.perf_counter() - t
+                if due.any():
+                    host_batches, samples = self._sample_slots(due)
+                    t = time.perf_counter()
+                    agent.state, agent.rng, loss, priorities = agent.update_frames(
+                        agent.state, agent.rng, frames.store, samples, env_steps, self._mask(due))
+                    agent.losses.append((due, loss))
+                    in_flight = (due, host_batches, priorities)
+                    if not self.overlap:
+                        jax.block_until_ready(agent.state)
+                    self.timings["update"] += time.perf_counter() - t
+            if not due.any() or lagged:
+                env_steps = next_steps
+            if result is None:
+                t = time.perf_counter()
+                result = self.environment.recv()
+                self.timings["environment"] += time.perf_counter() - t
+            t = time.perf_counter()
+            was_active = active.copy()
+            finals = []
+            for i in np.flatnonzero(was_active):
+                if training:
+                    self.agents[i].env_steps += 1
+                reward = float(result.reward[i])
+                terminated = bool(result.terminated[i])
+                ended = terminated or bool(result.truncated[i])
+                if training:
+                    final = np.array(result.final_observation[i], self.observation_dtype) if ended else None
+                    item = (last_observation[i], int(actions[i]), reward, terminated, ended and not terminated, final, times[i])
+                    if lagged:
+                        pending[i] = item
+                    else:
+                        self._store(i, item, finals)
+                new_episode[i] = ended
+                self._end_step(i, reward, ended, active)
+            self._write_finals(finals)
+            observation = result.observation
+            self._bar.update(int(was_active.sum()))
+            self.timings["replay" if training and not lagged else "other"] += time.perf_counter() - t
+        t = time.perf_counter()
+        if in_flight is not None:
+            self._apply_priorities(*in_flight)
+        finals = []
+        for i in range(n):
+            if pending[i] is not None:
+                self._store(i, pending[i], finals)
+        self._write_finals(finals)
+        self.timings["replay"] += time.perf_counter() - t
+
     def _flush(self, pending: list) -> None:
         """Stores each seed's deferred transition (o_t, a_t, r_t+1, terminated, truncated, final)."""
         for i, item in enumerate(pending):
@@ -552,6 +897,9 @@ class MultiSeedRunner:
                 manager.verify(start)
                 agent.unbundle(manager.path(start))
         self.agent.sync_from_agents()
+        if self.agent.frames is not None:
+            for i, agent in enumerate(self.agents):
+                self.agent.frames.upload(i, agent.replay)
         return start + 1
 
     def run_experiment(self) -> list[list[dict]]:

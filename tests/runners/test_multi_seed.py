@@ -135,3 +135,100 @@ def test_gymnasium_environments_through_the_same_runner(tmp_path):
         assert got[key] == want[key], key
     np.testing.assert_allclose(got["loss"], want["loss"], rtol=1e-4)
     assert got["update_steps"] > 0
+
+
+# ----- device frames (`DeviceFrames`): the replay's frames mirrored on the device ---------------
+def _assert_store_matches_replay(runner):
+    """Every live replay frame sits in its device row; the padding row is zero."""
+    frames = runner.agent.frames
+    store = np.asarray(frames.store)
+    for i, agent in enumerate(runner.agents):
+        a, c = agent.replay.add_count, agent.replay.capacity
+        logical = np.arange(max(0, a - c), a)
+        np.testing.assert_array_equal(store[i, logical % frames.ring],
+                                      agent.replay._slot_arrays()["observation"][logical % c])
+    assert not store[:, frames.zero_row].any()
+
+
+def test_device_frames_one_seed_is_exactly_the_host_runner(tmp_path, separate_runs):
+    runner, history = _multi(tmp_path, [1], "frames1", device_frames=True)
+    single, records = separate_runs[1]
+    for got, want in zip(history, records):
+        _assert_same_records(got[0], want)
+    runner.agent.sync_to_agents()
+    jax.tree.map(np.testing.assert_array_equal, runner.agents[0].state, single.agent.state)
+    _assert_store_matches_replay(runner)
+
+
+def test_device_frames_match_the_host_path_when_the_replay_wraps(tmp_path):
+    """Lagged schedule, two seeds, a replay smaller than the run (its ring wraps and episodes end
+    mid-run): device frames and host-gathered batches give identical numbers and parameters."""
+    small = ["ReplayBuffer.capacity = 260"]
+    host, want = _multi(tmp_path, [0, 3], "host", extra=small, act_before_update=True, device_frames=False)
+    dev, got = _multi(tmp_path, [0, 3], "dev", extra=small, act_before_update=True, device_frames=True)
+    assert dev.agents[0].replay.add_count > 260
+    for a, b in zip(got, want):
+        for x, y in zip(a, b):
+            _assert_same_records(x, y)
+    host.agent.sync_to_agents()
+    dev.agent.sync_to_agents()
+    for x, y in zip(dev.agents, host.agents):
+        jax.tree.map(np.testing.assert_array_equal, x.state, y.state)
+    _assert_store_matches_replay(dev)
+
+
+def test_device_frames_are_rebuilt_after_restore(tmp_path):
+    _, first = _multi(tmp_path, [0, 1], "resumed", extra=["Runner.num_iterations = 1"], device_frames=True)
+    runner = MultiSeedRunner(base_dir=str(tmp_path / "resumed"), seeds=[0, 1], tensorboard=False,
+                             progress_bar=False, device_frames=True)
+    assert runner._restore() == 1
+    _assert_store_matches_replay(runner)
+
+
+@pytest.mark.parametrize("mode", ["map", "unroll"])
+def test_seed_maps_give_each_seeds_separate_run(tmp_path, separate_runs, mode):
+    """lax.map / unrolled seeds: each seed computes a single run's arithmetic."""
+    runner, history = _multi(tmp_path, [0, 2], mode, update_map=mode, act_map=mode, device_frames=True)
+    for i, seed in enumerate((0, 2)):
+        single, records = separate_runs[seed]
+        for got, want in zip(history, records):
+            for key in ("train_episodes", "train_steps", "update_steps", "train_return_mean", "eval_return_mean"):
+                assert got[i][key] == want[key], key
+            np.testing.assert_allclose(got[i]["loss"], want["loss"], rtol=1e-5)
+
+
+def test_map_over_seeds_modes_agree_with_a_loop():
+    from accumbens.runners.multi_seed import map_over_seeds
+
+    rng = np.random.default_rng(0)
+    w, x, bias = rng.normal(size=(3, 4, 5)), rng.normal(size=(3, 2, 4)), rng.normal(size=5)
+    fn = lambda w_, x_, b_: {"y": x_ @ w_ + b_}  # noqa: E731
+    want = np.stack([x[i] @ w[i] + bias for i in range(3)])
+    for mode in ("vmap", "map", "unroll"):
+        got = jax.jit(map_over_seeds(fn, (0, 0, None), 3, mode))(w, x, bias)
+        np.testing.assert_allclose(got["y"], want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="seed mapping"):
+        map_over_seeds(fn, (0, 0, None), 3, "pmap")
+
+
+@pytest.mark.parametrize("scheme", ["uniform", "prioritized"])
+def test_sample_slots_rows_hold_the_sampled_frames(scheme):
+    """`sample_slots` draws what `sample` draws; its rows index the frames `sample` stacks."""
+    from accumbens.replay import create_replay
+
+    replay = create_replay(scheme, capacity=60, observation_shape=(3, 2), observation_dtype=np.uint8,
+                           stack_size=4, update_horizon=3, gamma=0.9)
+    rng = np.random.default_rng(1)
+    for t in range(150):  # wraps; episodes of random length, some truncated
+        end = rng.random() < 0.1
+        truncated = end and rng.random() < 0.5
+        replay.add(rng.integers(1, 255, (3, 2)), int(rng.integers(4)), float(rng.normal()), end and not truncated,
+                   truncated, final_observation=rng.integers(1, 255, (3, 2)) if end else None)
+    want = replay.sample(np.random.default_rng(7), 64)
+    got = replay.sample_slots(np.random.default_rng(7), 64)
+    storage = np.concatenate([replay._slot_arrays()["observation"], np.zeros((1, 3, 2), np.uint8)])
+    np.testing.assert_array_equal(np.moveaxis(storage[got.observation], 1, -1), want.observation)
+    np.testing.assert_array_equal(np.moveaxis(storage[got.next_observation], 1, -1), want.next_observation)
+    for key in ("action", "reward", "discount", "weight", "index"):
+        np.testing.assert_array_equal(getattr(got, key), getattr(want, key))
+    assert (got.observation == replay.capacity).any()  # padding rows were exercised
