@@ -7,6 +7,11 @@ trailing `seed<N>` / `_<N>` share a curve (mean over seeds, band = min..max, or 
 error with `--band sem`). The x axis is total training agent steps; the y axis any metric the
 runner logs (default `eval_return_mean`, falling back to `train_return_mean`). Only the files the
 runner writes (`metrics.jsonl`) are read.
+
+    python -m accumbens.plot reproduce benchmarks/results/reproduce_minatar.json -o benchmarks/results
+
+draws the figures and tables of the reproduction scripts (benchmarks/reproduce/) from their results
+files: per-game curves with 95% bootstrap bands, final scores beside the published ones, IQM.
 """
 from __future__ import annotations
 
@@ -167,7 +172,270 @@ def plot_performance_profiles(scores: dict, output: str, xlabel: str = "score", 
     plt.close(fig)
 
 
+
+# ----------------------------------------------------------------------------- reproduction studies
+# `python -m accumbens.plot reproduce benchmarks/results/reproduce_<study>.json ... -o DIR` draws the
+# figures of the reproduction scripts (benchmarks/reproduce/) from their results files alone: per-game
+# learning curves (mean over seeds, 95% bootstrap band), a table of final returns with 95% bootstrap
+# intervals beside the published numbers, and the IQM across games (stratified bootstrap).
+
+_REFERENCES = {"minatar_compiled": "minatar.json", "minatar_host": "minatar.json", "atari100k_der": "atari100k.json"}
+
+
+def bootstrap_band(values: np.ndarray, confidence: float = 0.95, resamples: int = 2000, seed: int = 0):
+    """Per column of `values` [seeds, T] (NaN = missing): (mean, low, high) of the mean over seeds,
+    with a percentile bootstrap interval over the seeds that have a value (NaN if none)."""
+    from accumbens.analysis import bootstrap_ci
+
+    values = np.asarray(values, np.float64)
+    out = np.full((3, values.shape[1]), np.nan)
+    for t in range(values.shape[1]):
+        column = values[:, t][np.isfinite(values[:, t])]
+        if column.size:
+            out[:, t] = bootstrap_ci(column, confidence=confidence, resamples=resamples, seed=seed)
+    return out[0], out[1], out[2]
+
+
+def _matrix(curves) -> np.ndarray:
+    """Per-seed curves (lists with None) -> [seeds, T] float array, NaN-padded."""
+    length = max((len(c) for c in curves), default=0)
+    out = np.full((len(curves), length), np.nan)
+    for i, c in enumerate(curves):
+        out[i, : len(c)] = [np.nan if v is None else v for v in c]
+    return out
+
+
+def load_reproduction(path: str) -> dict:
+    """A reproduction results file (see benchmarks/reproduce/repro_common.py), checked for its keys."""
+    import json
+
+    with open(path) as f:
+        results = json.load(f)
+    if "study" not in results or "pieces" not in results:
+        raise ValueError(f"{path} is not a reproduction results file (no 'study'/'pieces')")
+    return results
+
+
+def load_reference_for(results: dict, results_path: str, reference: Optional[str] = None) -> Optional[dict]:
+    """The published numbers of a study: `reference`, else benchmarks/reference/<file> beside the results."""
+    import json
+
+    if reference is None:
+        name = _REFERENCES.get(results["study"])
+        if name is None:
+            return None
+        reference = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(results_path))), "reference", name)
+    if not os.path.exists(reference):
+        return None
+    with open(reference) as f:
+        return json.load(f)
+
+
+def piece_scores(results: dict, piece: dict) -> np.ndarray:
+    """The per-seed final score a study compares with the literature: the full-game evaluation
+    (Atari 100k), the last Dopamine iteration's training return (Pong DQN), else the last finished
+    iteration's mean training return (MinAtar)."""
+    if results["study"] == "atari100k_der":
+        values = piece.get("eval_scores") or []
+    elif piece.get("dopamine_iteration_return"):
+        values = [c[-1] if c else None for c in piece["dopamine_iteration_return"]]
+    else:
+        values = [c[-1] if c else None for c in piece.get("train_return") or []]
+    return np.asarray([v for v in values if v is not None], np.float64)
+
+
+def published_score(reference: Optional[dict], agent: str, game: str) -> Optional[dict]:
+    """{"value", "source"} of the published final score for (agent, game), or None if not recorded."""
+    if not reference:
+        return None
+    published = reference.get("published", {})
+    entry = published.get(agent) or next((v for k, v in published.items() if k.lower() == str(agent).lower()), None)
+    if not entry:
+        return None
+    value = entry.get("scores", {}).get(game)
+    if value is None:
+        return None
+    return {"value": float(value), "source": entry.get("source", {}).get("short", "")}
+
+
+def normalised_scores(results: dict, reference: Optional[dict], piece: dict, scores: np.ndarray) -> Optional[np.ndarray]:
+    """Atari: human-normalised, (s - random) / (human - random). MinAtar: fraction of the published
+    score above a random policy, (s - random) / (published - random), 1 = the paper's number.
+    None when the numbers needed are not recorded."""
+    if not reference:
+        return None
+    game = piece["game"]
+    random = reference.get("random", {}).get(game)
+    if random is None:
+        return None
+    if "human" in reference:
+        top = reference["human"].get(game)
+    else:
+        published = published_score(reference, piece["agent"], game)
+        top = None if published is None else published["value"]
+    if top is None or top == random:
+        return None
+    return (scores - float(random)) / (float(top) - float(random))
+
+
+def reproduction_table(results: dict, reference: Optional[dict]) -> list[dict]:
+    """One row per piece: game, agent, status, seeds, iterations, our score with its 95% interval,
+    the published score and source."""
+    from accumbens.analysis import bootstrap_ci
+
+    rows = []
+    for key, piece in sorted(results["pieces"].items(), key=lambda kv: (kv[1].get("agent", ""), kv[1].get("game", ""))):
+        scores = piece_scores(results, piece)
+        row = {"game": piece.get("game"), "agent": piece.get("agent"), "status": piece.get("status"),
+               "seeds": int(scores.size), "iterations": f"{piece.get('iterations_done', 0)}/{piece.get('iterations_planned', '?')}",
+               "frames": int((piece.get("total_train_steps") or [0])[-1] * piece.get("frames_per_step", 1)) if piece.get("total_train_steps") else 0}
+        if scores.size:
+            row["ours"], row["low"], row["high"] = bootstrap_ci(scores)
+        published = published_score(reference, piece.get("agent"), piece.get("game"))
+        if published:
+            row["published"], row["source"] = published["value"], published["source"]
+        rows.append(row)
+    return rows
+
+
+def format_table(rows: Sequence[dict]) -> str:
+    """Markdown table of `reproduction_table` rows."""
+    lines = ["| game | agent | seeds | frames | ours (95% CI) | published | source | status |", "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |"]
+    for r in rows:
+        ours = f"{r['ours']:.2f} [{r['low']:.2f}, {r['high']:.2f}]" if "ours" in r else "not yet run"
+        published = f"{r['published']:.2f}" if "published" in r else "n/a"
+        frames = (f"{r['frames'] / 1e6:.2f}M" if r["frames"] >= 1e5 else f"{r['frames']:,}") if r["frames"] else "-"
+        lines.append(f"| {r['game']} | {r['agent']} | {r['seeds']} | {frames} | {ours} | {published} | {r.get('source', '')} | {r['status']} |")
+    return "\n".join(lines)
+
+
+def aggregate_iqm(results: dict, reference: Optional[dict]) -> dict:
+    """Per agent: IQM of the normalised final scores over all (game, seed) runs with a 95% stratified
+    bootstrap interval (strata = games), from `accumbens.aggregate.stratified_bootstrap_ci`."""
+    from accumbens.aggregate import stratified_bootstrap_ci
+
+    strata: dict[str, dict[str, np.ndarray]] = defaultdict(dict)
+    for piece in results["pieces"].values():
+        scores = piece_scores(results, piece)
+        if not scores.size:
+            continue
+        normalised = normalised_scores(results, reference, piece, scores)
+        if normalised is not None:
+            strata[piece["agent"]][piece["game"]] = normalised
+    out = {}
+    for agent, games in sorted(strata.items()):
+        point, low, high = stratified_bootstrap_ci([games[g] for g in sorted(games)])
+        out[agent] = {"iqm": point, "low": low, "high": high, "games": sorted(games), "runs": int(sum(v.size for v in games.values()))}
+    return out
+
+
+def plot_reproduction(results_path: str, output_dir: str, reference: Optional[str] = None) -> list[str]:
+    """Draws a study's figures into `output_dir` and writes its table; returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = load_reproduction(results_path)
+    ref = load_reference_for(results, results_path, reference)
+    study = results["study"]
+    os.makedirs(output_dir, exist_ok=True)
+    written = []
+
+    games = sorted({p["game"] for p in results["pieces"].values()})
+    agents = sorted({p["agent"] for p in results["pieces"].values()})
+    columns = min(len(games), 5) or 1
+    rows_n = (len(games) + columns - 1) // columns or 1
+    fig, axes = plt.subplots(rows_n, columns, figsize=(max(6.0, 3.6 * columns), 3.2 * rows_n), squeeze=False)
+    colors = {a: f"C{i}" for i, a in enumerate(agents)}
+    for ax, game in zip(axes.ravel(), games):
+        for agent in agents:
+            piece = results["pieces"].get(f"{game}/{agent}")
+            if not piece:
+                continue
+            curves = piece.get("dopamine_iteration_return") or piece.get("train_return") or []
+            values = _matrix(curves)
+            if values.size:
+                if piece.get("dopamine_iteration_return"):
+                    x = (np.arange(values.shape[1]) + 1) * piece["steps_per_iteration"] * piece["chunks_per_dopamine_iteration"]
+                else:
+                    x = np.asarray(piece["total_train_steps"][: values.shape[1]], np.float64)
+                x = x * piece.get("frames_per_step", 1)
+                mean, low, high = bootstrap_band(values)
+                ax.plot(x, mean, color=colors[agent], label=f"{agent} ({values.shape[0]} seeds)")
+                ax.fill_between(x, low, high, color=colors[agent], alpha=0.25)
+            published = published_score(ref, agent, game)
+            if published:
+                ax.axhline(published["value"], color=colors[agent], linestyle="--", linewidth=1, label=f"{agent}, published")
+        curve = results.get("reference_curve", {}).get(game)
+        if curve:
+            x = (np.asarray(curve["iterations"]) + 1) * curve["frames_per_iteration"]
+            ax.plot(x, curve["mean"], color="k", linewidth=1, label=curve.get("label", "reference"))
+            ax.fill_between(x, curve["min"], curve["max"], color="k", alpha=0.12)
+        ax.set_title(game)
+        ax.set_xlabel("frames")
+        ax.grid(alpha=0.3)
+    for ax in axes.ravel()[len(games):]:
+        ax.axis("off")
+    axes[0, 0].set_ylabel("training return" if study != "atari100k_der" else "training return per life")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(4, len(handles)), fontsize="small")
+    fig.suptitle(f"{study}: mean over seeds, 95% bootstrap band")
+    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    path = os.path.join(output_dir, f"reproduce_{study}_curves.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
+
+    table = reproduction_table(results, ref)
+    iqm_stats = aggregate_iqm(results, ref)
+    text = format_table(table)
+    if iqm_stats:
+        what = "human-normalised score" if ref and "human" in ref else "score normalised as (ours - random) / (published - random)"
+        text += f"\n\nIQM of the {what}, 95% stratified bootstrap over seeds within games:\n\n"
+        text += "\n".join(f"- {a}: {s['iqm']:.3f} [{s['low']:.3f}, {s['high']:.3f}] ({len(s['games'])} games, {s['runs']} runs)"
+                          for a, s in iqm_stats.items())
+        fig, ax = plt.subplots(figsize=(5, 0.6 + 0.5 * len(iqm_stats)))
+        for i, (agent, s) in enumerate(iqm_stats.items()):
+            ax.errorbar([s["iqm"]], [i], xerr=[[s["iqm"] - s["low"]], [s["high"] - s["iqm"]]], fmt="o", color=colors.get(agent, "C0"), capsize=4)
+        ax.set_yticks(range(len(iqm_stats)), list(iqm_stats))
+        ax.set_xlabel(f"IQM ({'human-normalised' if ref and 'human' in ref else '1 = published'})")
+        ax.grid(alpha=0.3, axis="x")
+        fig.tight_layout()
+        path = os.path.join(output_dir, f"reproduce_{study}_iqm.png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    path = os.path.join(output_dir, f"reproduce_{study}_table.md")
+    with open(path, "w") as f:
+        f.write(text + "\n")
+    written.append(path)
+    print(text)
+    return written
+
+
+def reproduce_main(argv: Sequence[str]) -> int:
+    """`python -m accumbens.plot reproduce RESULTS.json [...] [-o DIR] [--reference REF.json]`."""
+    parser = argparse.ArgumentParser(prog="python -m accumbens.plot reproduce", description="Figures and tables of benchmarks/reproduce/ results files.")
+    parser.add_argument("results", nargs="+", help="benchmarks/results/reproduce_<study>.json files")
+    parser.add_argument("-o", "--output_dir", default=None, help="default: the folder of each results file")
+    parser.add_argument("--reference", default=None, help="published numbers (default: benchmarks/reference/<study's file>)")
+    args = parser.parse_args(list(argv))
+    for path in args.results:
+        try:
+            written = plot_reproduction(path, args.output_dir or os.path.dirname(os.path.abspath(path)), args.reference)
+        except (OSError, ValueError, KeyError) as e:
+            print(f"accumbens.plot reproduce: {path}: {e}", file=sys.stderr)
+            return 2
+        print("wrote " + ", ".join(written))
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["reproduce"] and not os.path.isdir("reproduce"):  # figures of benchmarks/reproduce/ results files
+        return reproduce_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m accumbens.plot", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dirs", nargs="+", help="run directories (each with metrics.jsonl)")
     parser.add_argument("-o", "--output", default="curves.png")

@@ -36,6 +36,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import Any, Iterable, Optional, Sequence
 
@@ -45,6 +46,7 @@ RESULTS_DIR = os.path.join(REPO, "benchmarks", "results")
 REFERENCE_DIR = os.path.join(REPO, "benchmarks", "reference")
 
 STATUSES = ("complete", "partial", "not_run", "unsupported", "failed")
+_LOCK = threading.RLock()  # pieces may run in parallel threads (one child process each)
 
 
 class Deadline:
@@ -76,6 +78,11 @@ def load_results(path: str, study: str, description: str) -> dict:
 
 def save_results(path: str, results: dict) -> None:
     """Writes `results` to `path` atomically (temporary file, then rename)."""
+    with _LOCK:
+        _save_results(path, results)
+
+
+def _save_results(path: str, results: dict) -> None:
     results["updated"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
@@ -144,7 +151,9 @@ def train_command(runner: str, base_dir: str, gin_files: Sequence[str], gin_bind
     return command
 
 
-def run_child(command: Sequence[str], timeout: float, log_path: str, echo: bool = True) -> tuple[int, bool, str]:
+def run_child(
+    command: Sequence[str], timeout: float, log_path: str, echo: bool = True, prefix: str = "", extra_env: Optional[dict] = None
+) -> tuple[int, bool, str]:
     """Runs `command` (its own process group), streaming its output to `log_path` (and stdout).
 
     Stops it with SIGTERM, then SIGKILL after 20 s, once `timeout` seconds have passed.
@@ -154,6 +163,7 @@ def run_child(command: Sequence[str], timeout: float, log_path: str, echo: bool 
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH", "")) if p)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env.update(extra_env or {})
     tail: list[str] = []
     timed_out = False
     with open(log_path, "a") as log:
@@ -182,7 +192,7 @@ def run_child(command: Sequence[str], timeout: float, log_path: str, echo: bool 
                     tail.append(line)
                     del tail[:-200]
                     if echo:
-                        sys.stdout.write("    | " + line)
+                        sys.stdout.write(f"    {prefix}| " + line)
                         sys.stdout.flush()
                     continue
             if process.poll() is not None:
@@ -222,6 +232,7 @@ def run_piece(
     gin_bindings: Sequence[str],
     timeout: float,
     echo: bool = True,
+    extra_env: Optional[dict] = None,
 ) -> dict:
     """Trains or resumes one piece in a child process, then records its curves in `results`.
 
@@ -232,11 +243,13 @@ def run_piece(
     seeds = meta["seeds"]
     start = time.monotonic()
     command = train_command(runner, base_dir, gin_files, gin_bindings)
-    rc, timed_out, tail = run_child(command, timeout, os.path.join(base_dir, "reproduce.log"), echo=echo)
+    rc, timed_out, tail = run_child(command, timeout, os.path.join(base_dir, "reproduce.log"), echo=echo,
+                                    prefix=f"{key} ", extra_env=extra_env)
     piece = dict(meta)
     piece.update(runner=runner, gin_files=list(gin_files), gin_bindings=list(gin_bindings), base_dir=os.path.relpath(base_dir, REPO))
     piece.update(collect_piece(base_dir, seeds))
-    previous = results["pieces"].get(key, {})
+    with _LOCK:
+        previous = results["pieces"].get(key, {})
     piece["wall_seconds"] = float(previous.get("wall_seconds", 0.0)) + (time.monotonic() - start)
     done, planned = piece["iterations_done"], meta["iterations_planned"]
     if done >= planned:
@@ -248,14 +261,20 @@ def run_piece(
         piece["status"] = "partial"
         why = "time limit reached" if timed_out else "stopped"
         piece["note"] = f"{why} after {done}/{planned} iterations; re-run the same command to resume"
-    results["pieces"][key] = piece
-    save_results(results_path, results)
+    with _LOCK:
+        results["pieces"][key] = piece
+        save_results(results_path, results)
     return piece
 
 
 def record_unrun(results: dict, results_path: str, key: str, meta: dict, status: str, note: str) -> None:
     """Records a piece that did not run (deadline, or an unsupported setting), keeping any curves
     an earlier invocation already recorded for it."""
+    with _LOCK:
+        _record_unrun(results, results_path, key, meta, status, note)
+
+
+def _record_unrun(results: dict, results_path: str, key: str, meta: dict, status: str, note: str) -> None:
     previous = results["pieces"].get(key)
     if previous and previous.get("iterations_done", 0) > 0 and status == "not_run":
         return
@@ -302,3 +321,14 @@ def progress(iterable, **kwargs):
         return tqdm.tqdm(iterable, **kwargs)
     except ImportError:  # pragma: no cover
         return iterable
+
+
+def run_parallel(jobs: Sequence, workers: int) -> list:
+    """Runs the zero-argument callables `jobs` on `workers` threads (each typically waits on a
+    child process); returns their results in order. workers <= 1 runs them one after another."""
+    if workers <= 1:
+        return [job() for job in jobs]
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        return [f.result() for f in [pool.submit(job) for job in jobs]]
