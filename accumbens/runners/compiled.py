@@ -30,7 +30,11 @@ Differences from the host runner (documented, by design):
   * episodes are truncated at `max_steps_per_episode` through gymnax's own time limit
     (`max_steps_in_episode`), which bootstraps (truncated, not terminated);
   * replay holds `capacity` steps split over the `num_envs` training environments, and stores each
-    step's next observation explicitly (see `accumbens.replay.device`); uniform replay only.
+    step's next observation explicitly (see `accumbens.replay.device`); agents with
+    `replay_scheme = 'prioritized'` (Rainbow) get its prioritized form
+    (`accumbens.replay.device_prioritized`: proportional PER with the host buffer's gin-bound
+    alpha, beta and stratified sampling; priorities from the agent's `metrics['priorities']`
+    after every update).
 
 Outputs, per seed under `base_dir/seed_<n>/`: `metrics.csv`, `metrics.jsonl`, `tensorboard/` with
 the host runner's keys. Shared: `base_dir/config.gin` (the same configuration guard as the host
@@ -63,6 +67,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from accumbens.agents.registry import create_agent
 from accumbens.environments.jax_envs import create_jax_environment
 from accumbens.replay.device import DeviceReplayBuffer, DeviceReplayState
+from accumbens.replay.device_prioritized import DevicePrioritizedReplayBuffer
 from accumbens.runners import runner as host_runner
 from accumbens.runners.checkpoints import CheckpointManager
 from accumbens.runners.logging import StatisticsWriter
@@ -212,18 +217,14 @@ class CompiledRunner:
             observation_dtype=self.observation_dtype,
             seed=self.seed,
         )
-        if getattr(shell, "_prioritized", False):
-            raise NotImplementedError(
-                "CompiledRunner supports uniform replay only; bind DQNAgent.replay_scheme = 'uniform' "
-                "or use the host runner for prioritized replay."
-            )
+        self.prioritized = bool(getattr(shell, "_prioritized", False))
         self.agent = shell.agent
         self.stack_size = int(shell.stack_size)
         self.batch_size = int(shell.batch_size)
         self.min_replay_history = int(shell.min_replay_history)
         self.update_period = int(shell.update_period)
         self.stacked_shape = self.observation_shape + (self.stack_size,)
-        self.replay = DeviceReplayBuffer(
+        replay_kwargs = dict(
             capacity=int(shell.replay.capacity),
             observation_shape=self.observation_shape,
             observation_dtype=self.observation_dtype,
@@ -232,6 +233,12 @@ class CompiledRunner:
             update_horizon=int(shell.replay.update_horizon),
             gamma=float(shell.replay.gamma),
         )
+        if self.prioritized:  # the host buffer's gin-bound alpha, beta and stratified
+            self.replay = DevicePrioritizedReplayBuffer(
+                **replay_kwargs, alpha=shell.replay.alpha, beta=shell.replay.beta, stratified=shell.replay.stratified
+            )
+        else:
+            self.replay = DeviceReplayBuffer(**replay_kwargs)
         del shell
         if self.replay.rows * num_envs < self.min_replay_history:
             raise ValueError(
@@ -343,12 +350,26 @@ class CompiledRunner:
         )
         return new, completed
 
-    def _update(self, s: SeedState):
-        """One update from replay; returns only the fields it changes (agent, rng, loss statistics)."""
+    def _update(self, s: SeedState, due: jax.Array):
+        """One update from replay; returns the fields it changes (agent, rng, loss statistics, replay).
+
+        The caller keeps the agent, rng and loss results only where `due`; prioritized replay
+        gets the new priorities (the agent's `metrics['priorities']`) only where `due`, by
+        sending out-of-range indices otherwise (cheaper than selecting between two trees).
+        """
         rng, sample_key, update_key = jax.random.split(s.rng, 3)
         batch = self.replay.sample(s.replay, sample_key, self.batch_size)
         agent_state, metrics = self.agent.update(s.agent, batch, update_key)
-        return agent_state, rng, s.loss_sum + metrics["loss"], s.update_count + 1
+        replay = s.replay
+        if self.prioritized:
+            if "priorities" not in metrics:
+                raise ValueError(
+                    "prioritized replay needs the agent's update to return metrics['priorities'] (one raw "
+                    "priority per sample); this agent's metrics are " + repr(sorted(metrics))
+                )
+            index = jnp.where(due, batch.index, -1)
+            replay = self.replay.update_priorities(s.replay, index, metrics["priorities"])
+        return agent_state, rng, s.loss_sum + metrics["loss"], s.update_count + 1, replay
 
     def _train_phase(self, states: SeedState, start_tick: jax.Array) -> tuple[SeedState, jax.Array]:
         """A training phase for all seeds: returns (states, completed-episode returns [S, T, E])."""
@@ -359,13 +380,14 @@ class CompiledRunner:
             # The same for every seed (all step in lock step), so it stays a scalar outside vmap.
             due = jnp.minimum(tick, self.replay.rows) * self.num_envs >= self.min_replay_history
             for _ in range(self.updates_per_chunk):
-                agent_state, rng, loss_sum, count = jax.vmap(self._update)(states)
+                agent_state, rng, loss_sum, count, replay = jax.vmap(self._update, in_axes=(0, None))(states, due)
                 keep = lambda new, old: jnp.where(due, new, old)  # noqa: E731
                 states = states.replace(
                     agent=jax.tree.map(keep, agent_state, states.agent),
                     rng=keep(rng, states.rng),
                     loss_sum=keep(loss_sum, states.loss_sum),
                     update_count=keep(count, states.update_count),
+                    replay=replay,  # changed (priorities) only where due
                 )
             # `tick` is unbatched (outside vmap): replay writes are slice updates, not scatters.
             step = jax.vmap(self._train_tick, in_axes=(0, None))
