@@ -55,12 +55,14 @@ class DeadlineReached(Exception):
     """Raised before an iteration that would not finish before the game's deadline."""
 
 
-def _runner_class(deadline_at: float):
-    """`CompiledRunner` whose `run_iteration` refuses (checkpointing the states it was handed) to
-    start an iteration that the previous iteration's duration says would end after `deadline_at`."""
-    from accumbens.runners.compiled import CompiledRunner
+def _runner_class(deadline_at: float, base: type | None = None) -> type:
+    """`CompiledRunner` (or `base`) whose `run_iteration` refuses (checkpointing the states it was
+    handed) to start an iteration that the previous iteration's duration says would end after
+    `deadline_at` (a `time.time()` value)."""
+    if base is None:
+        from accumbens.runners.compiled import CompiledRunner as base
 
-    class SweepRunner(CompiledRunner):
+    class SweepRunner(base):
         _last_seconds = 0.0
 
         def run_iteration(self, states, iteration):
