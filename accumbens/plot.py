@@ -244,8 +244,13 @@ def piece_scores(results: dict, piece: dict) -> np.ndarray:
     return np.asarray([v for v in values if v is not None], np.float64)
 
 
-def published_score(reference: Optional[dict], agent: str, game: str) -> Optional[dict]:
-    """{"value", "source"} of the published final score for (agent, game), or None if not recorded."""
+def published_score(reference: Optional[dict], agent: str, game: str, frames: Optional[float] = None) -> Optional[dict]:
+    """{"value", "source", "frames"} of the published score for (agent, game), or None if not recorded.
+
+    With `frames` below the paper's budget and a published curve in the reference ("curve": {game:
+    {"frames", "return"}}), the value is the curve's, linearly interpolated at `frames`, so that a
+    shorter run is compared with the paper at the same point of training.
+    """
     if not reference:
         return None
     published = reference.get("published", {})
@@ -253,9 +258,17 @@ def published_score(reference: Optional[dict], agent: str, game: str) -> Optiona
     if not entry:
         return None
     value = entry.get("scores", {}).get(game)
+    source = entry.get("source", {}).get("short", "")
+    curve = entry.get("curve", {}).get(game)
+    budget = entry.get("frames")
+    if frames and curve and budget and frames < budget:
+        points = [(x, y) for x, y in zip(curve["frames"], curve["return"]) if y is not None]
+        if points and frames >= points[0][0]:
+            xs, ys = zip(*points)
+            return {"value": float(np.interp(frames, xs, ys)), "source": source, "frames": float(frames), "from_curve": True}
     if value is None:
         return None
-    return {"value": float(value), "source": entry.get("source", {}).get("short", "")}
+    return {"value": float(value), "source": source, "frames": budget, "from_curve": False}
 
 
 def normalised_scores(results: dict, reference: Optional[dict], piece: dict, scores: np.ndarray) -> Optional[np.ndarray]:
@@ -291,9 +304,11 @@ def reproduction_table(results: dict, reference: Optional[dict]) -> list[dict]:
                "frames": int((piece.get("total_train_steps") or [0])[-1] * piece.get("frames_per_step", 1)) if piece.get("total_train_steps") else 0}
         if scores.size:
             row["ours"], row["low"], row["high"] = bootstrap_ci(scores)
-        published = published_score(reference, piece.get("agent"), piece.get("game"))
+        published = published_score(reference, piece.get("agent"), piece.get("game"), row["frames"] or None)
         if published:
             row["published"], row["source"] = published["value"], published["source"]
+            if published["from_curve"]:
+                row["source"] += f" (curve at {row['frames'] / 1e6:.2f}M frames)"
         rows.append(row)
     return rows
 
@@ -364,8 +379,13 @@ def plot_reproduction(results_path: str, output_dir: str, reference: Optional[st
                 mean, low, high = bootstrap_band(values)
                 ax.plot(x, mean, color=colors[agent], label=f"{agent} ({values.shape[0]} seeds)")
                 ax.fill_between(x, low, high, color=colors[agent], alpha=0.25)
+            entry = (ref or {}).get("published", {}).get(agent, {})
+            curve = entry.get("curve", {}).get(game)
             published = published_score(ref, agent, game)
-            if published:
+            if curve:
+                ax.plot(curve["frames"], [np.nan if v is None else v for v in curve["return"]], color=colors[agent],
+                        linestyle="--", linewidth=1, label=f"{agent}, published curve")
+            elif published:
                 ax.axhline(published["value"], color=colors[agent], linestyle="--", linewidth=1, label=f"{agent}, published")
         curve = results.get("reference_curve", {}).get(game)
         if curve:

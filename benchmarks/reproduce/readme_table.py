@@ -2,6 +2,7 @@
 
     python benchmarks/reproduce/readme_table.py            # prints the table
     python benchmarks/reproduce/readme_table.py --check    # exit 1 if README.md does not contain it
+    python benchmarks/reproduce/readme_table.py --write    # replace the table in README.md's section
 
 Every (study, game, agent) the reproduction scripts cover gets a row: our final score (mean and
 95% bootstrap interval over seeds, with the number of seeds and frames actually trained) when a
@@ -32,7 +33,7 @@ STUDIES = (
       ("rainbow_revisiting", "Rainbow, Revisiting Rainbow settings, 10M frames"))),
     ("reproduce_atari100k.json", "atari100k", ("Pong", "Breakout", "Boxing", "Seaquest", "Kangaroo"),
      (("der", "DER, Atari 100k (eval score)"),)),
-    ("reproduce_pong_dqn.json", None, ("Pong",), (("dqn", "DQN, dqn/atari.gin, iteration 4 training return"),)),
+    ("reproduce_pong_dqn.json", None, ("Pong",), (("dqn", "DQN, dqn/atari.gin, training return of the last iteration run"),)),
 )
 HEADER = ("| game | agent | ours: mean [95% CI] (seeds, frames) | published | source |", "| --- | --- | ---: | ---: | --- |")
 
@@ -51,15 +52,23 @@ def _ours(results: dict, piece: dict) -> str:
     return f"{point:.2f} [{low:.2f}, {high:.2f}] ({scores.size} seeds, {budget}{partial})"
 
 
-def _published(reference: dict | None, agent_key: str, game: str, results_dir: str) -> tuple[str, str]:
-    if reference is None:  # Pong DQN: Dopamine's curve, from the results file's reference band
-        return "", ""
+def _published(reference: dict | None, agent_key: str, game: str, piece: dict | None) -> tuple[str, str]:
+    """The published number: at our run's frame count when the paper's curve is recorded (and our run
+    is shorter than the paper's budget), else at the paper's budget."""
+    from accumbens.plot import published_score
+
     entry = reference["published"].get("DER" if agent_key == "der" else agent_key, {})
-    value = entry.get("scores", {}).get(game)
     source = entry.get("source", {}).get("short", "")
-    if value is None:
+    frames = None
+    if piece and piece.get("total_train_steps"):
+        frames = piece["total_train_steps"][-1] * piece.get("frames_per_step", 1)
+    published = published_score(reference, "DER" if agent_key == "der" else agent_key, game, frames)
+    if published is None:
         return "not found", f"{source} (see benchmarks/reference)"
-    return f"{value:.1f}{' (read from figure)' if entry.get('read_from_figure') else ''}", source
+    figure = " (read from figure)" if entry.get("read_from_figure") else ""
+    if published["from_curve"]:
+        return f"{published['value']:.1f} at {frames / 1e6:.2f}M frames{figure}", source
+    return f"{published['value']:.1f}{figure}", source
 
 
 def table(results_dir: str = common.RESULTS_DIR, reference_dir: str = common.REFERENCE_DIR) -> str:
@@ -76,7 +85,7 @@ def table(results_dir: str = common.RESULTS_DIR, reference_dir: str = common.REF
             for game in games:
                 piece = results["pieces"].get(f"{game}/{agent_key}") if results else None
                 ours = _ours(results, piece) if piece else "not yet run"
-                published, source = _published(reference, agent_key, game, results_dir)
+                published, source = _published(reference, agent_key, game, piece) if reference_name else ("", "")
                 if reference_name is None:
                     published, source = _dopamine_pong(results, game)
                 lines.append(f"| {game} | {label} | {ours} | {published} | {source} |")
@@ -94,11 +103,29 @@ def _dopamine_pong(results: dict | None, game: str) -> tuple[str, str]:
             "Dopamine's published curve (5 seeds)")
 
 
+def write_readme(text: str, path: str = README) -> None:
+    """Replaces the table (the lines from its header row to the next blank line) in the README's
+    "## Reproduced baselines" section, and nothing else."""
+    with open(path) as f:
+        lines = f.read().split("\n")
+    section = lines.index("## Reproduced baselines")
+    start = next(i for i in range(section, len(lines)) if lines[i] == HEADER[0])
+    end = next((i for i in range(start, len(lines)) if not lines[i].strip()), len(lines))
+    lines[start:end] = text.split("\n")
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="exit 1 if README.md does not contain the table")
+    parser.add_argument("--write", action="store_true", help="replace the table under '## Reproduced baselines' in README.md")
     args = parser.parse_args(argv)
     text = table()
+    if args.write:
+        write_readme(text)
+        print("README.md: reproduction table updated")
+        return 0
     if args.check:
         with open(README) as f:
             if text not in f.read():
