@@ -52,13 +52,20 @@ def create_optimizer(
     'adam': Adam(lr, b1=beta1, b2=beta2, eps). 'rmsprop': RMSProp(lr, decay=beta2, eps, centered),
     so the MinAtar paper's RMSProp (squared-gradient momentum 0.95, min squared gradient 0.01) is
     `name='rmsprop', beta2=0.95, eps=0.01, centered=True`. 'sgd': plain SGD.
+
+    `learning_rate` and `eps` are injected (`optax.inject_hyperparams`): they live in the optimizer
+    state (`opt_state.hyperparams`), so the compiled runner can give every vmapped member its own
+    value. The updates are bitwise those of the plain optax optimizers (tested); beta1/beta2 stay
+    constants because injecting them changes the last bits of Adam's bias correction.
     """
     if name == "adam":
-        return optax.adam(learning_rate, b1=beta1, b2=beta2, eps=eps)
+        factory = optax.inject_hyperparams(optax.adam, static_args=("b1", "b2", "eps_root"))
+        return factory(learning_rate, b1=beta1, b2=beta2, eps=eps)
     if name == "rmsprop":
-        return optax.rmsprop(learning_rate, decay=beta2, eps=eps, centered=centered)
+        factory = optax.inject_hyperparams(optax.rmsprop, static_args=("decay", "initial_scale"))
+        return factory(learning_rate, decay=beta2, eps=eps, centered=centered)
     if name == "sgd":
-        return optax.sgd(learning_rate)
+        return optax.inject_hyperparams(optax.sgd)(learning_rate)
     raise ValueError(f"unknown optimizer {name!r}; valid optimizers: ['adam', 'rmsprop', 'sgd']")
 
 
