@@ -224,6 +224,54 @@ def test_bootstrap_band_is_the_mean_with_an_interval_per_iteration():
     assert low[0] < 3.0 < high[0] and 1.0 <= low[0] and high[0] <= 5.0
 
 
+class _LivesGame:
+    """A fake Atari game in life-loss mode: reward 1 per step, a life lost every 3 steps (terminated,
+    the game goes on), game over after 3 lives; observations count steps since the game started."""
+
+    def __init__(self, cap: int = 1000):
+        self.cap, self.t, self.lives, self.resets = cap, 0, 3, []
+
+    @property
+    def game_over(self):
+        return self.lives == 0
+
+    def reset(self, seed=None, options=None):
+        full = seed is not None or bool(options and options.get("full_reset")) or self.game_over
+        self.resets.append("full" if full else "continue")
+        if full:
+            self.t, self.lives = 0, 3
+        return np.full((2, 2), self.t, np.uint8), {}
+
+    def step(self, action):
+        self.t += 1
+        life_lost = self.t % 3 == 0
+        self.lives -= life_lost
+        truncated = not life_lost and self.t >= self.cap
+        return np.full((2, 2), self.t, np.uint8), 1.0, life_lost, truncated, {}
+
+
+def test_full_game_evaluation_sums_lives_and_restarts_the_stack():
+    """Dopamine's evaluation: a game's score sums all its lives; a lost life restarts the agent's
+    frame stack but not the game; each environment plays its share of the episodes."""
+    from atari100k_der import play_full_games
+
+    envs = [[_LivesGame(), _LivesGame()]]
+    seen = []
+
+    def act(stacks):
+        seen.append(stacks[0, 0].copy())
+        return np.zeros(stacks.shape[:2], np.int64)
+
+    returns, complete = play_full_games(envs, act, episodes=3, stacked_shape=(2, 2, 4), dtype=np.uint8, reset_seeds=[[1, 2]])
+    assert complete and returns == [[9.0, 9.0, 9.0]]  # 3 lives x 3 steps, env 0 plays 2 games, env 1 one
+    assert envs[0][0].resets == ["full", "continue", "continue", "full", "continue", "continue"]
+    # After the first lost life (step 3) the stack holds only the current screen; before it, frames accumulate.
+    assert [int(x) for x in seen[2][0, 0]] == [0, 0, 1, 2] and [int(x) for x in seen[3][0, 0]] == [0, 0, 0, 3]
+    # A cap (truncation) ends the game with the rewards so far.
+    capped, _ = play_full_games([[_LivesGame(cap=4)]], act, episodes=1, stacked_shape=(2, 2, 4), dtype=np.uint8, reset_seeds=[[0]])
+    assert capped == [[4.0]]
+
+
 @pytest.mark.slow
 def test_atari100k_der_end_to_end(tmp_path):
     import atari100k_der

@@ -100,15 +100,46 @@ def evaluate_run(base_dir: str, gin_files, bindings, seeds, episodes: int, max_s
         a.replay = None
     act = jax.jit(jax.vmap(lambda st, obs, key: pure.act(st, obs, key, False)))
 
-    num_seeds, envs_per_seed = len(seeds), max(1, min(parallel_envs, episodes))
-    stacked = tuple(agents[0].stacked_shape)
-    stacks = np.zeros((num_seeds, envs_per_seed) + stacked, dtype)
+    envs_per_seed = max(1, min(parallel_envs, episodes))
     envs = [[create_environment(max_episode_steps=max_steps) for _ in range(envs_per_seed)] for _ in seeds]
-    # Each environment plays a fixed share of the episodes (no bias towards short games).
-    quota = np.array([[episodes // envs_per_seed + (e < episodes % envs_per_seed) for e in range(envs_per_seed)] for _ in seeds])
-    game_returns = [[] for _ in seeds]
-    running = np.zeros((num_seeds, envs_per_seed))
+    keys = {"key": jax.random.PRNGKey(12345)}
+
+    def act_fn(stacks: np.ndarray) -> np.ndarray:
+        keys["key"], *split = jax.random.split(keys["key"], len(seeds) + 1)
+        return np.asarray(act(states, jnp.asarray(stacks), jnp.stack(split)))
+
+    game_returns, complete = play_full_games(envs, act_fn, episodes, tuple(agents[0].stacked_shape), dtype,
+                                             reset_seeds=[[10_000 + 1_000 * s + e for e in range(envs_per_seed)] for s in seeds],
+                                             deadline_s=deadline_s - (time.monotonic() - start))
+    return {
+        "eval_scores": [float(np.mean(r)) if r else None for r in game_returns],
+        "eval_episodes": [len(r) for r in game_returns],
+        "eval_game_returns": game_returns,
+        "eval_seconds": time.monotonic() - start,
+        "eval_complete": complete,
+    }
+
+
+def play_full_games(envs, act_fn, episodes: int, stacked_shape, dtype, reset_seeds, deadline_s: float = float("inf")):
+    """Plays `episodes` full games per seed on `envs` [seed][env] (AtariEnv in life-loss mode) with
+    `act_fn(stacks [S, E, *stacked_shape]) -> actions [S, E]`, as Dopamine's runner evaluates:
+
+      * a lost life (`terminated` while the game is not over) ends the agent's episode: the frame
+        stack restarts from the current screen, and the game goes on (`env.reset()` continues it);
+      * the game's return sums every life's rewards; a game over or the step cap (`truncated`) ends it;
+      * each environment plays a fixed share of the episodes (no bias towards short games).
+
+    Returns (per seed the list of game returns, whether every game finished before `deadline_s`).
+    """
+    import numpy as np
+
+    start = time.monotonic()
+    num_seeds, per_seed = len(envs), len(envs[0])
+    stacks = np.zeros((num_seeds, per_seed) + tuple(stacked_shape), dtype)
+    quota = np.array([[episodes // per_seed + (e < episodes % per_seed) for e in range(per_seed)] for _ in range(num_seeds)])
+    running = np.zeros((num_seeds, per_seed))
     active = quota > 0
+    game_returns: list[list[float]] = [[] for _ in range(num_seeds)]
 
     def push(i, e, observation, fresh):
         if fresh:
@@ -118,23 +149,19 @@ def evaluate_run(base_dir: str, gin_files, bindings, seeds, episodes: int, max_s
         stacks[i, e, ..., -1] = observation
 
     for i in range(num_seeds):
-        for e in range(envs_per_seed):
-            observation, _ = envs[i][e].reset(seed=10_000 + 1_000 * seeds[i] + e)
+        for e in range(per_seed):
+            observation, _ = envs[i][e].reset(seed=reset_seeds[i][e])
             push(i, e, observation, True)
-    key = jax.random.PRNGKey(12345)
-    while active.any():
-        if time.monotonic() - start > deadline_s:
-            break
-        key, *keys = jax.random.split(key, num_seeds + 1)
-        actions = np.asarray(act(states, jnp.asarray(stacks), jnp.stack(keys)))
+    while active.any() and time.monotonic() - start <= deadline_s:
+        actions = act_fn(stacks)
         for i in range(num_seeds):
-            for e in range(envs_per_seed):
+            for e in range(per_seed):
                 if not active[i, e]:
                     continue
                 env = envs[i][e]
                 observation, reward, terminated, truncated, _ = env.step(int(actions[i, e]))
                 running[i, e] += reward
-                if terminated and not env.game_over and not truncated:
+                if terminated and not truncated and not env.game_over:
                     observation, _ = env.reset()  # a life lost: the game goes on, the agent starts a new episode
                     push(i, e, observation, True)
                 elif terminated or truncated:
@@ -148,13 +175,7 @@ def evaluate_run(base_dir: str, gin_files, bindings, seeds, episodes: int, max_s
                         active[i, e] = False
                 else:
                     push(i, e, observation, False)
-    return {
-        "eval_scores": [float(np.mean(r)) if r else None for r in game_returns],
-        "eval_episodes": [len(r) for r in game_returns],
-        "eval_game_returns": game_returns,
-        "eval_seconds": time.monotonic() - start,
-        "eval_complete": bool(not active.any()),
-    }
+    return game_returns, bool(not active.any())
 
 
 def run_evaluation(piece_key: str, base_dir: str, game: str, args, bindings, timeout: float) -> dict:
@@ -162,7 +183,7 @@ def run_evaluation(piece_key: str, base_dir: str, game: str, args, bindings, tim
     out = os.path.join(base_dir, "evaluation.json")
     command = [sys.executable, os.path.abspath(__file__), "--evaluate_run", base_dir, "--games", game,
                "--seeds", str(args.seeds), "--first_seed", str(args.first_seed), "--eval_episodes", str(args.eval_episodes),
-               "--eval_envs", str(args.eval_envs), "--deadline_s", str(max(1.0, timeout - 60)), "--evaluation_out", out,
+               "--eval_envs", str(args.eval_envs), "--eval_max_steps", str(args.eval_max_steps), "--deadline_s", str(max(1.0, timeout - 60)), "--evaluation_out", out,
                "--extra_bindings", *bindings]
     if os.path.exists(out):
         os.remove(out)
@@ -254,6 +275,7 @@ def main(argv=None) -> int:
     parser.add_argument("--training_steps", type=int, default=None, help="agent steps per iteration, default 10k")
     parser.add_argument("--eval_episodes", type=int, default=100, help="full games per seed (Dopamine: 100)")
     parser.add_argument("--eval_envs", type=int, default=10, help="games played at once per seed in the evaluation")
+    parser.add_argument("--eval_max_steps", type=int, default=27_000, help="agent steps cap per evaluation game (Dopamine: 27,000)")
     parser.add_argument("--parallel", type=int, default=1, help="games trained at once (child processes sharing the GPU)")
     parser.add_argument("--deadline_s", type=float, default=None)
     parser.add_argument("--runs_dir", default=os.path.join(common.REPO, "runs", "reproduce", "atari100k"))
@@ -268,7 +290,7 @@ def main(argv=None) -> int:
 
     if args.evaluate_run:  # child mode: `extra_bindings` carries the piece's full bindings
         evaluation = evaluate_run(args.evaluate_run, GIN_FILES, args.extra_bindings, seeds, args.eval_episodes,
-                                  27_000, args.deadline_s or float("inf"), args.eval_envs)
+                                  args.eval_max_steps, args.deadline_s or float("inf"), args.eval_envs)
         with open(args.evaluation_out, "w") as f:
             json.dump(evaluation, f)
         return 0
