@@ -153,12 +153,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="Python modules to import before parsing (your agent's module), as gin's `import` would",
     )
     parser.add_argument("--runner", default=None, help="runner by name (default: create_runner.runner_name in gin, else 'host')")
+    parser.add_argument(
+        "--distributed",
+        action="store_true",
+        help="one of several processes of a compiled run (jax.distributed; JAX_COORDINATOR_ADDRESS, "
+        "JAX_NUM_PROCESSES, JAX_PROCESS_ID): see docs/scaling.md",
+    )
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     base_dir = args.base_dir or os.path.join("runs", os.path.splitext(args.gin_files[0])[0].replace("/", "_"))
+    if args.distributed:  # before anything computes with JAX
+        from accumbens.runners import distributed
+
+        try:
+            distributed.initialize()
+        except ValueError as e:
+            print(f"accumbens-train: {e}", file=sys.stderr)
+            return 2
     try:
         parse_config(args.gin_files, args.gin_bindings, args.gin_modules)
     except ImportError as e:

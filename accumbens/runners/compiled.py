@@ -18,7 +18,8 @@ Seeds: both programs are `jax.vmap`ped over a leading seed axis (seeds `seed .. 
 the seed axis is sharded over all visible devices with a 1-D `jax.sharding.Mesh` ('seeds'), so the
 same command uses one GPU or eight (the number of devices used is the largest divisor of
 `num_seeds` not above the device count). Seed i of a many-seed run computes what a one-seed run
-with seed i computes.
+with seed i computes. Under `accumbens.train --distributed` the devices are those of several
+processes (hosts, `jax.distributed`), and process 0 writes every file (`runners/distributed.py`).
 
 Differences from the host runner (documented, by design):
   * phases are a fixed number of agent steps (`training_steps` and `evaluation_steps` rounded up to
@@ -68,6 +69,7 @@ from accumbens.agents.registry import create_agent
 from accumbens.environments.jax_envs import create_jax_environment
 from accumbens.replay.device import DeviceReplayBuffer, DeviceReplayState
 from accumbens.replay.device_prioritized import DevicePrioritizedReplayBuffer
+from accumbens.runners import distributed
 from accumbens.runners import runner as host_runner
 from accumbens.runners.checkpoints import CheckpointManager
 from accumbens.runners.logging import StatisticsWriter
@@ -263,6 +265,14 @@ class CompiledRunner:
         # ----- devices
         devices = jax.devices() if use_all_devices else jax.devices()[:1]
         used = max(d for d in range(1, len(devices) + 1) if num_seeds % d == 0)
+        if jax.process_count() > 1:  # several processes (jax.distributed): each holds a share of the seeds
+            devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+            used = len(devices)
+            if not use_all_devices or num_seeds % used:
+                raise ValueError(
+                    f"a run over {jax.process_count()} processes shards its seeds over all {used} devices: "
+                    f"num_seeds ({num_seeds}) must be a multiple of {used}, with use_all_devices=True"
+                )
         self.mesh = Mesh(np.array(devices[:used]), ("seeds",))
         self.seed_sharding = NamedSharding(self.mesh, PartitionSpec("seeds"))
         replicated = NamedSharding(self.mesh, PartitionSpec())
@@ -283,7 +293,8 @@ class CompiledRunner:
         resumable = host_runner._RESUMABLE_BINDINGS + tuple(
             f"CompiledRunner.{prefix}{name}" for prefix in ("", "resolved_") for name in _RESUMABLE
         )
-        host_runner.claim_base_dir(self.base_dir, self._config_text(), resumable)
+        if distributed.is_main_process():  # several processes: process 0 writes (runners/distributed.py)
+            host_runner.claim_base_dir(self.base_dir, self._config_text(), resumable)
         self.checkpoints = CheckpointManager(os.path.join(self.base_dir, "checkpoints"), keep=checkpoints_to_keep)
 
     # ----- configuration guard (the host runner's, plus the settings resolved from Runner.*) --------
@@ -428,7 +439,7 @@ class CompiledRunner:
     # ----- host side --------------------------------------------------------------------------------
     def init_states(self) -> SeedState:
         """Fresh states for all seeds, sharded over the mesh: a `SeedState` with a leading [S] axis."""
-        seeds = jax.device_put(np.asarray(self.seeds, np.int32), self.seed_sharding)
+        seeds = distributed.global_array(np.asarray(self.seeds, np.int32), self.seed_sharding)
         return self._init_fn(seeds)
 
     def train_phase(self, states: SeedState, iteration: int) -> tuple[SeedState, np.ndarray]:
@@ -458,14 +469,14 @@ class CompiledRunner:
         """One training and one evaluation phase for all seeds; returns (states, one record per seed)."""
         start = time.perf_counter()
         states, train_completed = self.train_phase(states, iteration)
-        train_completed = np.asarray(jax.device_get(train_completed))
+        train_completed = distributed.to_host(train_completed)  # every process: all seeds
         train_seconds = time.perf_counter() - start
-        loss_sum, update_count, env_steps = jax.device_get((states.loss_sum, states.update_count, states.agent.env_steps))
+        loss_sum, update_count, env_steps = distributed.to_host((states.loss_sum, states.update_count, states.agent.env_steps))
         eval_completed, eval_seconds = None, 0.0
         if self.eval_ticks:
             start = time.perf_counter()
             states, eval_completed = self.eval_phase(states)
-            eval_completed = np.asarray(jax.device_get(eval_completed))
+            eval_completed = distributed.to_host(eval_completed)
             eval_seconds = time.perf_counter() - start
         records = []
         for i in range(self.num_seeds):
@@ -482,7 +493,9 @@ class CompiledRunner:
 
     # ----- checkpoints ------------------------------------------------------------------------------
     def _save(self, states: SeedState, iteration: int) -> None:
-        host = jax.device_get(states)
+        host = distributed.to_host(states)  # several processes: all gather, process 0 writes
+        if not distributed.is_main_process():
+            return
 
         def write(directory: str) -> None:
             for i, seed in enumerate(self.seeds):
@@ -511,27 +524,34 @@ class CompiledRunner:
                     per_seed.append(flax.serialization.from_bytes(template, f.read()))
             loaded["states"] = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *per_seed)
 
-        restored = self.checkpoints.restore_latest(read)
-        if restored is None:
+        restored = self.checkpoints.restore_latest(read) if distributed.is_main_process() else None
+        # Several processes: process 0 reads the checkpoint and sends it to the others.
+        restored = int(distributed.broadcast_from_0(np.int32(-1 if restored is None else restored)))
+        if restored < 0:
             return None, 0
-        return jax.device_put(loaded["states"], self.seed_sharding), restored + 1
+        if not distributed.is_main_process():
+            loaded["states"] = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), shapes)
+        states = distributed.broadcast_from_0(loaded["states"])
+        return distributed.global_tree(states, self.seed_sharding), restored + 1
 
     def run_experiment(self) -> list[list[dict]]:
         """Runs (or resumes) all seeds; returns, per iteration run now, the records of all seeds."""
         states, start = self._restore()
         if states is None:
             states = self.init_states()
+        main = distributed.is_main_process()  # several processes: process 0 logs every seed
         writers = [
             StatisticsWriter(self.seed_dir(seed), resume_after_iteration=start - 1 if start else None, tensorboard=self.tensorboard)
             for seed in self.seeds
-        ]
+        ] if main else []
         if start >= self.num_iterations:
             print(f"[accumbens] {self.base_dir}: all {self.num_iterations} iterations already complete")
         elif start > 0:
             print(f"[accumbens] resuming {self.base_dir} at iteration {start}")
+        processes = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
         print(
             f"[accumbens] compiled runner: {self.num_seeds} seed(s) on {self.mesh.devices.size} "
-            f"{jax.devices()[0].platform} device(s), {self.environment_name}, {self.steps_per_phase} training "
+            f"{jax.devices()[0].platform} device(s){processes}, {self.environment_name}, {self.steps_per_phase} training "
             "steps per seed per iteration",
             flush=True,
         )
