@@ -26,7 +26,10 @@ measure) and greedy evaluation return with a 95% percentile bootstrap interval
 (`accumbens.analysis.bootstrap_ci`); and two tests of "no difference", each as Welch's t-test
 (scipy) and a bootstrap test of the difference of means: `final` (per seed, the mean of the last
 `--final_window` compared iterations) and `curve` (per seed, the mean over all compared
-iterations, i.e. the area under the curve). The iterations compared are those that every seed of
+iterations, i.e. the area under the curve). The verdict `same_within_seed_noise` is Welch p > 0.05
+for both tests on the training return; the evaluation return is a secondary check
+(`eval_same_within_seed_noise`); bootstrap intervals are descriptive (too narrow with 5 seeds).
+The iterations compared are those that every seed of
 both arms completed. Known small differences by design (README, compiled runner): the compiled
 runner's phases are a fixed number of steps and count the episodes that ended in them, the host
 runner's run whole episodes; evaluation runs on `--num_eval_envs` environments in the compiled arm.
@@ -294,12 +297,16 @@ def analyse(args) -> dict:
     result["tests"] = tests
     rates = {arm: _nanmean(curves[arm]["train_steps_per_second"][:, 1:]) if curves[arm]["steps"].shape[1] > 1 else float("nan") for arm in ARMS}
     result["train_steps_per_second_per_seed_after_first_iteration"] = {arm: None if not np.isfinite(v) else float(v) for arm, v in rates.items()}
-    verdicts = []
-    for metric, by_kind in tests.items():
-        for kind, t in by_kind.items():
-            if "welch_p" in t and t["welch_p"] is not None:
-                verdicts.append(t["welch_p"] > 0.05 and t["bootstrap"]["low"] <= 0 <= t["bootstrap"]["high"])
-    result["same_within_seed_noise"] = bool(verdicts) and all(verdicts)
+    # The decision, fixed before the run: Welch's test on the training return (the MinAtar paper's
+    # measure), final and whole curve, both p > 0.05. The evaluation return is reported the same
+    # way as a secondary check. The bootstrap intervals are descriptive: with 5 seeds a percentile
+    # bootstrap is too narrow (by about sqrt((n-1)/n) and from its few distinct resamples).
+    def passes(metric):
+        ps = [t.get("welch_p") for t in tests.get(metric, {}).values()]
+        return bool(ps) and all(p is not None and p > 0.05 for p in ps)
+
+    result["same_within_seed_noise"] = passes("train_return_mean")
+    result["eval_same_within_seed_noise"] = passes("eval_return_mean")
     return result
 
 
@@ -332,7 +339,8 @@ def table(result: dict) -> str:
         return "-" if value is None else f"{value:.0f}"
 
     lines.append(f"training steps/s per seed (after the first iteration): host {rate(rates['host'])}, compiled {rate(rates['compiled'])}")
-    lines.append(f"same learning curve within seed noise (all tests p > 0.05, all intervals contain 0): {result['same_within_seed_noise']}")
+    lines.append(f"same learning curve within seed noise (training return, final and curve, Welch p > 0.05): {result['same_within_seed_noise']}")
+    lines.append(f"secondary, evaluation return (final and curve, Welch p > 0.05): {result['eval_same_within_seed_noise']}")
     return "\n".join(lines)
 
 
@@ -447,36 +455,43 @@ def main(argv: list[str] | None = None) -> int:
                 env=_host_environment(args, seed), preexec_fn=preexec)))
         print(f"started {len(workers)} host-runner processes (logs: {args.root}/host/seed_<n>.log)", flush=True)
 
-    # Compiled arm, in this process (on the default device: the GPU when there is one).
-    import jax
+    def stop_workers() -> None:
+        for seed, log, process in workers:
+            if process.poll() is None:
+                print(f"host seed {seed}: still running at the deadline, stopped", flush=True)
+                process.send_signal(signal.SIGTERM)
+        for seed, log, process in workers:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            log.close()
+            if process.returncode not in (0, -signal.SIGTERM, -signal.SIGKILL):
+                with open(os.path.join(args.root, "host", f"seed_{seed}.log")) as f:
+                    tail = f.read()[-2000:]
+                print(f"host seed {seed} failed (exit {process.returncode}); the end of its log:\n{tail}", flush=True)
 
-    device = jax.devices()[0]
-    payload["compiled_device"] = f"{device.platform} {getattr(device, 'device_kind', '')}"
-    payload["host_device"] = "cpu" if args.host_platform == "cpu" else payload["compiled_device"]
-    payload["compiled_run"] = run_compiled(args, deadline_at - margin)
-    print(f"compiled arm: {payload['compiled_run']['seconds']:.1f} s", flush=True)
+    try:
+        # Compiled arm, in this process (on the default device: the GPU when there is one).
+        import jax
 
-    # Wait for the host arm, reporting partial results; stop it at the deadline.
-    last_report = 0.0
-    while any(p.poll() is None for _, _, p in workers) and time.time() < deadline_at - margin:
-        if time.time() - last_report >= args.report_every_s:
-            partial = report(final=False)
-            print(f"[{time.time() - started:5.0f} s] host iterations done per seed: {partial['iterations_done']['host']}", flush=True)
-            last_report = time.time()
-        time.sleep(2.0)
-    for seed, log, process in workers:
-        if process.poll() is None:
-            print(f"host seed {seed}: still running at the deadline, stopped", flush=True)
-            process.send_signal(signal.SIGTERM)
-    for seed, log, process in workers:
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
-        if process.returncode not in (0, -signal.SIGTERM, -signal.SIGKILL):
-            print(f"host seed {seed} failed (exit {process.returncode}); see {args.root}/host/seed_{seed}.log", flush=True)
+        device = jax.devices()[0]
+        payload["compiled_device"] = f"{device.platform} {getattr(device, 'device_kind', '')}"
+        payload["host_device"] = "cpu" if args.host_platform == "cpu" else payload["compiled_device"]
+        payload["compiled_run"] = run_compiled(args, deadline_at - margin)
+        print(f"compiled arm: {payload['compiled_run']['seconds']:.1f} s", flush=True)
+
+        # Wait for the host arm, reporting partial results; stop it at the deadline.
+        last_report = 0.0
+        while any(p.poll() is None for _, _, p in workers) and time.time() < deadline_at - margin:
+            if time.time() - last_report >= args.report_every_s:
+                partial = report(final=False)
+                print(f"[{time.time() - started:5.0f} s] host iterations done per seed: {partial['iterations_done']['host']}", flush=True)
+                last_report = time.time()
+            time.sleep(2.0)
+    finally:  # also when the compiled arm fails: no host process outlives the command
+        stop_workers()
     payload["host_exit_codes"] = [p.returncode for _, _, p in workers]
     result = report(final=True)
     print(f"DQN, gymnax MinAtar {args.game}, {args.seeds} seeds per runner; compiled on {payload['compiled_device']}, host on "

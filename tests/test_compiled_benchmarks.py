@@ -96,7 +96,7 @@ def test_analyse_same_distribution_and_a_shift(tmp_path):
     assert final["host_mean"] == pytest.approx(curves["host"][:, 1:3].mean())
     curve = result["tests"]["train_return_mean"]["curve"]
     assert curve["compiled_mean"] == pytest.approx(curves["compiled"][:, :3].mean())
-    assert result["same_within_seed_noise"]  # same distribution (true here for this seed of the generator)
+    assert result["same_within_seed_noise"] and result["eval_same_within_seed_noise"]  # same distribution (this generator seed)
 
     shift["compiled"] = 10.0
     write(tmp_path / "shifted")
@@ -104,7 +104,7 @@ def test_analyse_same_distribution_and_a_shift(tmp_path):
     t = shifted["tests"]["train_return_mean"]["final"]
     assert t["bootstrap"]["difference"] == pytest.approx(10.0 + curves["compiled"][:, 1:3].mean() - curves["host"][:, 1:3].mean())
     assert t["welch_p"] < 1e-4 and t["bootstrap"]["low"] > 0
-    assert not shifted["same_within_seed_noise"]
+    assert not shifted["same_within_seed_noise"] and not shifted["eval_same_within_seed_noise"]
 
     text = equivalence.table(shifted)
     assert "False" in text and "compiled - host" in text
