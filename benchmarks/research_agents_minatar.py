@@ -121,6 +121,11 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"unknown agents {sorted(unknown)}; known: {sorted(AGENTS)}")
 
+    if "freeway" in args.games.split(",") and args.evaluation_steps / args.eval_envs < 2500:
+        print(f"[research_agents_minatar] warning: {args.evaluation_steps} evaluation steps over {args.eval_envs} "
+              "environments is shorter than a Freeway episode (2500 steps): Freeway's evaluation returns will be "
+              "NaN (no episode completes); its training returns are still reported", flush=True)
+
     import jax
 
     results, settings = [], {k: v for k, v in vars(args).items() if k not in ("games", "agents", "output")}
