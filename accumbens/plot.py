@@ -263,18 +263,25 @@ def published_score(reference: Optional[dict], agent: str, game: str, frames: Op
     budget = entry.get("frames")
     if frames and curve and budget and frames < budget:
         points = [(x, y) for x, y in zip(curve["frames"], curve["return"]) if y is not None]
-        if points and frames >= points[0][0]:
-            xs, ys = zip(*points)
-            return {"value": float(np.interp(frames, xs, ys)), "source": source, "frames": float(frames), "from_curve": True}
+        if not points or frames < points[0][0]:
+            return None  # before the curve's first point: no published number at this stage of training
+        xs, ys = zip(*points)
+        return {"value": float(np.interp(frames, xs, ys)), "source": source, "frames": float(frames), "from_curve": True}
     if value is None:
         return None
     return {"value": float(value), "source": source, "frames": budget, "from_curve": False}
 
 
+def _piece_frames(piece: dict) -> Optional[float]:
+    steps = piece.get("total_train_steps") or []
+    return float(steps[-1] * piece.get("frames_per_step", 1)) if steps else None
+
+
 def normalised_scores(results: dict, reference: Optional[dict], piece: dict, scores: np.ndarray) -> Optional[np.ndarray]:
-    """Atari: human-normalised, (s - random) / (human - random). MinAtar: fraction of the published
-    score above a random policy, (s - random) / (published - random), 1 = the paper's number.
-    None when the numbers needed are not recorded."""
+    """Atari: human-normalised, (s - random) / (human - random). MinAtar: (s - random) / (reference -
+    random), the reference being the published score of the agent named by the reference file's
+    "normalise_with" (else the piece's own agent) at the piece's frame count, so 1 = that published
+    agent at the same point of training. None when the numbers needed are not recorded."""
     if not reference:
         return None
     game = piece["game"]
@@ -284,7 +291,8 @@ def normalised_scores(results: dict, reference: Optional[dict], piece: dict, sco
     if "human" in reference:
         top = reference["human"].get(game)
     else:
-        published = published_score(reference, piece["agent"], game)
+        agent = reference.get("normalise_with", piece["agent"])
+        published = published_score(reference, agent, game, _piece_frames(piece))
         top = None if published is None else published["value"]
     if top is None or top == random:
         return None
@@ -412,7 +420,8 @@ def plot_reproduction(results_path: str, output_dir: str, reference: Optional[st
     iqm_stats = aggregate_iqm(results, ref)
     text = format_table(table)
     if iqm_stats:
-        what = "human-normalised score" if ref and "human" in ref else "score normalised as (ours - random) / (published - random)"
+        what = ("human-normalised score" if ref and "human" in ref else
+                f"score normalised as (ours - random) / ({(ref or {}).get('normalise_with', 'published')} at the same frames - random)")
         text += f"\n\nIQM of the {what}, 95% stratified bootstrap over seeds within games:\n\n"
         text += "\n".join(f"- {a}: {s['iqm']:.3f} [{s['low']:.3f}, {s['high']:.3f}] ({len(s['games'])} games, {s['runs']} runs)"
                           for a, s in iqm_stats.items())

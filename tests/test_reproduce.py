@@ -188,6 +188,26 @@ def test_minatar_reference_numbers_have_sources_or_reasons():
             assert value is not None or game in entry["missing"], (agent, game)
 
 
+def test_minatar_published_value_follows_the_papers_curve_for_shorter_runs():
+    """A run shorter than the paper's 5M frames is compared with the digitised curve at its own frame
+    count (linear interpolation), and normalised by the MinAtar paper's DQN there."""
+    from accumbens.plot import normalised_scores, published_score
+
+    reference = repro_common.load_reference("minatar")
+    curve = reference["published"]["dqn_minatar_paper"]["curve"]["breakout"]
+    i = curve["frames"].index(500_000)
+    assert curve["frames"][i + 1] == 750_000
+    midpoint = (curve["return"][i] + curve["return"][i + 1]) / 2
+    assert published_score(reference, "dqn_minatar_paper", "breakout", 625_000)["value"] == pytest.approx(midpoint)
+    assert published_score(reference, "dqn_minatar_paper", "breakout", 100_000) is None  # before the curve's first point
+    full = published_score(reference, "dqn_minatar_paper", "breakout", 5_000_000)
+    assert full["value"] == reference["published"]["dqn_minatar_paper"]["scores"]["breakout"] and not full["from_curve"]
+    piece = {"game": "breakout", "agent": "rainbow_revisiting", "total_train_steps": [625_000], "frames_per_step": 1}
+    random = reference["random"]["breakout"]
+    got = normalised_scores({"study": "minatar_compiled"}, reference, piece, np.array([midpoint, random]))
+    assert got == pytest.approx([1.0, 0.0])
+
+
 def test_human_normalised_iqm_with_stratified_bootstrap(tmp_path):
     """accumbens.plot reproduce on a synthetic Atari 100k results file: human-normalised scores and
     their IQM equal a direct computation (scipy's trim_mean), the table holds the bootstrap means."""

@@ -11,10 +11,11 @@ Three agent settings on the five games, every (game, agent) piece one compiled p
                       steps, an update every 4 steps, target sync every 1000, Dopamine's epsilon
                       (1 -> 0.01 over 250k steps, 0.001 in evaluation), one 3x3x16 'SAME' conv and no
                       hidden layer; 10 iterations of 1M steps (10M frames).
-  rainbow_revisiting  Their Rainbow (rainbow/minatar.gin): 10 iterations of 1M steps. It needs
-                      prioritized replay inside the compiled runner (accumbens/replay/
-                      device_prioritized.py, issue 7); until the compiled runner has it, the piece is
-                      recorded as 'unsupported' with that reason, never run with uniform replay.
+  rainbow_revisiting  Their Rainbow (rainbow/minatar.gin): 10 iterations of 1M steps, with the
+                      compiled runner's device prioritized replay (accumbens/replay/
+                      device_prioritized.py). Where the compiled runner cannot run prioritized agents
+                      the piece is recorded as 'unsupported' with that reason, never run with uniform
+                      replay.
 
 The published numbers are training returns, so the comparison uses each iteration's mean
 training episode return (`train_return`); a short greedy evaluation phase (`--evaluation_steps`

@@ -63,6 +63,8 @@ def _published(reference: dict | None, agent_key: str, game: str, piece: dict | 
     if piece and piece.get("total_train_steps"):
         frames = piece["total_train_steps"][-1] * piece.get("frames_per_step", 1)
     published = published_score(reference, "DER" if agent_key == "der" else agent_key, game, frames)
+    if published is None and entry.get("scores", {}).get(game) is not None:
+        return f"none before {entry['curve'][game]['frames'][0] / 1e6:.2f}M frames", source
     if published is None:
         return "not found", f"{source} (see benchmarks/reference)"
     figure = " (read from figure)" if entry.get("read_from_figure") else ""
