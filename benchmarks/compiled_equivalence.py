@@ -380,7 +380,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=5, help="seeds per arm (0 .. seeds-1)")
     parser.add_argument("--game", default="breakout", help="MinAtar game (gymnax port)")
-    parser.add_argument("--iterations", type=int, default=20)
+    parser.add_argument("--iterations", type=int, default=30, help="iterations (the deadline may cut the host arm short)")
     parser.add_argument("--training_steps", type=int, default=5_000, help="training agent steps per iteration and seed")
     parser.add_argument("--evaluation_steps", type=int, default=1_000, help="greedy evaluation steps per iteration and seed")
     parser.add_argument("--num_eval_envs", type=int, default=2, help="evaluation environments per seed (compiled arm)")
