@@ -15,14 +15,26 @@ from the cumulative "SPS:" lines it prints every 100 steps once learning has sta
 
 accumbens runs `dqn/atari.gin` (Dopamine's DQN: Nature CNN, Adam, batch 32, update period 4,
 1M replay, sticky actions) through `MultiSeedRunner`, with `min_replay_history` lowered so that
-learning starts early: iteration 0 fills the replay and compiles, iteration 1 is timed. Each
-configuration runs in its own process. Configurations:
-  env      ale-py vector environment (`VectorAtariEnv`) or the single-environment reference
-           path (`EnvironmentList` of `AtariEnv`);
-  order    'dopamine' (learn, then act with the new parameters: exactly the host Runner) or
-           'overlap' (`act_before_update=True`: act, send actions, the update runs on the GPU
-           while the emulators step); 'serial' is 'overlap' with overlap off, whose timings
-           attribute the time to each part.
+learning starts early. Each configuration is one process: one runner, a warm-up iteration (fills
+the replay, compiles), then per schedule a short untimed iteration (compiles that schedule) and
+a timed one. A configuration is env/frames/map/seeds/orders:
+  env      'vector': ale-py's vector environment (`VectorAtariEnv`); 'list': the
+           single-environment reference path (`EnvironmentList` of `AtariEnv`);
+  frames   'frames': replay frames mirrored on the device (`DeviceFrames`: a sample sends only
+           frame rows, the update gathers and stacks on the device); 'host': batches gathered
+           on the host and copied (the earlier path);
+  map      how seeds are batched in the compiled act and update: 'vmap' (grouped convolutions),
+           'map' (lax.map, seed after seed) or 'unroll';
+  orders   '+'-joined: 'dopamine' (learn, then act with the new parameters: the host Runner's
+           order), 'overlap' (`act_before_update=True`: act, send actions, the update runs on the
+           GPU while the emulators step), 'serial' ('overlap' with overlap off, whose timings
+           attribute the time to each part).
+Each configuration also probes its compiled calls alone (`probe_us`: acting round trip, update
+waited for, update dispatch, host sampling). The table gives milliseconds per tick (one agent
+step of every seed) by part; in 'overlap' the acting time includes waiting for the update.
+
+Device command (about 6 minutes on an H100; see /work/notes or the README's multi-seed section):
+  python benchmarks/atari_throughput.py --out $OUT/atari_throughput.json
 """
 from __future__ import annotations
 
@@ -40,7 +52,11 @@ RESULTS = os.path.join(ROOT, "benchmarks", "results")
 
 
 def _accumbens(config: dict) -> dict:
-    """One accumbens configuration (run in a child process); returns its measurements."""
+    """One accumbens process: one runner (N seeds, frames on device or host, seed mapping), one
+    warm-up iteration (fills the replay past min_replay_history and compiles), then one timed
+    training iteration per schedule in `config["orders"]`, each after a short untimed one that
+    compiles that schedule's calls. Returns the measurements of each timed iteration and a probe
+    of the compiled calls alone."""
     sys.path.insert(0, ROOT)
     import jax
 
@@ -50,51 +66,121 @@ def _accumbens(config: dict) -> dict:
 
     seeds = list(range(config["seeds"]))
     warmup, steps = config["warmup"], config["steps"]
-    bindings = [
-        "Runner.num_iterations = 2",
-        "Runner.evaluation_steps = 0",
-        f"DQNAgent.min_replay_history = {warmup // 2}",
-    ]
+    bindings = ["Runner.num_iterations = 2", "Runner.evaluation_steps = 0",
+                f"DQNAgent.min_replay_history = {warmup // 2}"]
+    if config.get("quick"):  # a check that everything runs (on CPU): small replay and network, short episodes
+        bindings += ["ReplayBuffer.capacity = 20000", "Runner.max_steps_per_episode = 100", "DQNAgent.batch_size = 4",
+                     "create_torso.name = 'mlp'", "MLP.hidden_units = (16,)", "MLP.observation_ndim = 2"]
     train.parse_config(["dqn/atari.gin"], bindings)
     batched = create_vector_atari_environment if config["env"] == "vector" else None
     base_dir = os.path.join("/tmp", f"atari_throughput_{os.getpid()}")
     runner = MultiSeedRunner(
-        base_dir=base_dir, seeds=seeds, create_batched_environment_fn=batched,
-        act_before_update=config["order"] != "dopamine", overlap=config["order"] == "overlap",
-        training_steps=warmup, tensorboard=False, progress_bar=False,
+        base_dir=base_dir, seeds=seeds, create_batched_environment_fn=batched, training_steps=warmup,
+        device_frames=config["frames"], act_map=config["map"].split(":")[0], update_map=config["map"].split(":")[-1],
+        tensorboard=False, progress_bar=False,
     )
-    runner.run_iteration(0)  # fills replay past min_replay_history, compiles act and update
-    runner.training_steps = steps
-    runner.timings = dict.fromkeys(runner.timings, 0.0)
-    start = time.perf_counter()
-    records = runner.run_iteration(1)
-    jax.block_until_ready(runner.agent.state)
-    seconds = time.perf_counter() - start
-    per_seed = [r["train_steps"] / seconds for r in records]
-    updates = sum(r["update_steps"] for r in records)
-    timings = dict(runner.timings)
-    timings["total"] = seconds
-    return {
-        **config,
-        "device": str(jax.devices()[0]),
-        "seconds": seconds,
-        "agent_steps": [r["train_steps"] for r in records],
-        "update_steps": updates,
-        "steps_per_second_per_seed": sum(per_seed) / len(per_seed),
-        "steps_per_second_aggregate": sum(per_seed),
-        "timings_seconds": timings,
-        "loss": [r["loss"] for r in records],
-    }
+    setup_start = time.perf_counter()
+    runner.run_iteration(0)
+    out = {**config, "device": str(jax.devices()[0]), "warmup_seconds": time.perf_counter() - setup_start, "runs": []}
+    iteration = 1
+    for order in config["orders"]:
+        runner.act_before_update = order != "dopamine"
+        runner.overlap = order == "overlap"
+        runner.training_steps = 50 if config.get("quick") else 200  # compiles this schedule's calls
+        runner.run_iteration(iteration)
+        runner.training_steps = steps
+        runner.timings = dict.fromkeys(runner.timings, 0.0)
+        jax.block_until_ready(runner.agent.state)
+        start = time.perf_counter()
+        records = runner.run_iteration(iteration + 1)
+        jax.block_until_ready(runner.agent.state)
+        seconds = time.perf_counter() - start
+        iteration += 2
+        per_seed = [r["train_steps"] / seconds for r in records]
+        timings = dict(runner.timings)
+        timings["total"] = seconds
+        out["runs"].append({
+            "order": order, "seconds": seconds, "agent_steps": [r["train_steps"] for r in records],
+            "ticks": max(r["train_steps"] for r in records),
+            "update_steps": sum(r["update_steps"] for r in records),
+            "steps_per_second_per_seed": sum(per_seed) / len(per_seed),
+            "steps_per_second_aggregate": sum(per_seed), "timings_seconds": timings,
+            "loss": [r["loss"] for r in records],
+        })
+        print(json.dumps(out["runs"][-1]), file=sys.stderr, flush=True)
+    out["probe_us"] = _probe(runner)
+    return out
 
 
-def _environment_only(num_envs: int, steps: int) -> dict:
-    """The vector environment alone, random actions: the ceiling the environments set."""
+def _probe(runner, calls: int = 200) -> dict:
+    """Microseconds per call of the compiled pieces alone, on the run's own state: acting (frames
+    in, actions out), an update waited for, an update only dispatched, and the host sampling."""
+    import jax
+    import numpy as np
+
+    agent, n = runner.agent, runner.num
+    due = np.ones(n, bool)
+    mask, active = runner._mask(due), np.ones(n, bool)
+    env_steps = jax.numpy.asarray(np.array([a.env_steps for a in runner.agents], np.int32))
+    frames = agent.frames
+
+    def timed(fn, count=calls):
+        fn()
+        jax.block_until_ready(agent.state)
+        start = time.perf_counter()
+        for _ in range(count):
+            fn()
+        jax.block_until_ready(agent.state)
+        return 1e6 * (time.perf_counter() - start) / count
+
+    trivial = jax.jit(lambda x: x + 1)
+    zero = jax.numpy.zeros(n, jax.numpy.int32)
+    out = {"trivial_round_trip": timed(lambda: np.asarray(trivial(zero)))}  # dispatch + fetch floor
+    if frames is None:
+        stacks = runner.stacks
+        out["act"] = timed(lambda: np.asarray(agent.act(agent.state, agent.rng, stacks, env_steps, mask, training=True)[0]))
+        _, batches = runner._sample(due)
+        out["sample_and_put"] = timed(lambda: runner._sample(due), 50)
+
+        def update(block):
+            agent.state, agent.rng, _, _ = agent.update(agent.state, agent.rng, batches, env_steps, mask)
+            if block:
+                jax.block_until_ready(agent.state)
+    else:
+        observation = np.zeros((n, *frames.frame_shape), frames.dtype)
+        rows = np.full(n, frames.scratch_row)
+
+        def act():
+            packed = frames.pack_frames(observation, rows, np.zeros(n, bool), active)
+            actions, _, _, frames.store, frames.stacks = agent.act_frames(
+                agent.state, agent.rng, frames.store, frames.stacks, packed, env_steps, training=True)
+            return np.asarray(actions)
+
+        out["act"] = timed(act)
+        _, samples = runner._sample_slots(due)
+        out["sample_and_pack"] = timed(lambda: runner._sample_slots(due), 50)
+
+        def update(block):
+            agent.state, agent.rng, _, _ = agent.update_frames(agent.state, agent.rng, frames.store, samples, env_steps, mask)
+            if block:
+                jax.block_until_ready(agent.state)
+
+    out["update_blocking"] = timed(lambda: update(True), 50)
+    out["update_dispatch_only"] = timed(lambda: update(False), 50)
+    if frames is not None:
+        out["update_then_act"] = timed(lambda: (update(False), act()), 50)  # act queued behind the update
+    return out
+
+
+def _environment_only(num_envs: int, steps: int, **kwargs) -> dict:
+    """The vector environment alone, random actions: the ceiling the environments set.
+    `kwargs` go to `VectorAtariEnv` (num_threads, thread_affinity_offset)."""
     sys.path.insert(0, ROOT)
     import numpy as np
 
     from accumbens.environments.vector_atari import VectorAtariEnv
 
-    env = VectorAtariEnv("Pong", num_envs)
+    env = VectorAtariEnv("Pong", num_envs, **kwargs)
     env.reset(list(range(num_envs)))
     rng = np.random.default_rng(0)
     actions = rng.integers(0, env.single_action_space.n, size=(steps, num_envs))
@@ -102,65 +188,8 @@ def _environment_only(num_envs: int, steps: int) -> dict:
     for a in actions:
         env.step(a)
     seconds = time.perf_counter() - start
-    return {"num_envs": num_envs, "steps_per_second_per_env": steps / seconds, "aggregate": steps * num_envs / seconds}
-
-
-def _profile(seeds: int, calls: int = 300) -> dict:
-    """Microseconds per call of the pieces of one tick, on this machine (for the time table)."""
-    sys.path.insert(0, ROOT)
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-
-    from accumbens import train
-    from accumbens.runners.multi_seed import MultiSeedRunner
-
-    train.parse_config(["dqn/atari.gin"], ["Runner.num_iterations = 1", "Runner.evaluation_steps = 0",
-                                            "ReplayBuffer.capacity = 20000"])
-    runner = MultiSeedRunner(base_dir=f"/tmp/atari_profile_{os.getpid()}", seeds=list(range(seeds)),
-                             training_steps=1, tensorboard=False, progress_bar=False)
-    agent, n = runner.agent, seeds
-    rng = np.random.default_rng(0)
-    for a in runner.agents:  # a replay with 2,000 steps of random frames
-        for t in range(2000):
-            a.replay.add(rng.integers(0, 255, (84, 84), np.uint8), 0, 0.0, t % 500 == 499, False)
-    stacks = rng.integers(0, 255, runner.stacks.shape, np.uint8)
-    env_steps = np.zeros(n, np.int32)
-    active = runner._mask(np.ones(n, bool))
-    due = np.ones(n, bool)
-
-    def timed(fn, count=calls):
-        fn()
-        start = time.perf_counter()
-        for _ in range(count):
-            fn()
-        return 1e6 * (time.perf_counter() - start) / count
-
-    out = {"seeds": n}
-    out["act_us"] = timed(lambda: np.asarray(agent.act(agent.state, agent.rng, stacks, env_steps, active, training=True)[0]))
-    out["put_stacks_us"] = timed(lambda: jax.device_put(stacks).block_until_ready())
-    trivial = jax.jit(lambda x: x + 1)
-    x = jnp.zeros(n, jnp.int32)
-    out["trivial_jit_and_fetch_us"] = timed(lambda: np.asarray(trivial(x)))
-    host, device = runner._sample(due)
-    out["sample_and_put_us"] = timed(lambda: jax.block_until_ready(runner._sample(due)[1]), 100)
-    out["sample_only_us"] = timed(lambda: [a.replay.sample(a._sample_rng, 32) for a in runner.agents], 100)
-    frame = stacks[0, ..., 0]
-    out["replay_add_us_per_seed"] = timed(lambda: runner.agents[0].replay.add(frame, 0, 0.0, False, False), 1000)
-    mask = runner._mask(due)
-
-    def update():
-        agent.state, agent.rng, loss, _ = agent.update(agent.state, agent.rng, device, env_steps, mask)
-        jax.block_until_ready(agent.state)
-
-    out["update_blocking_us"] = timed(update, 100)
-
-    def update_then_act():
-        agent.state, agent.rng, loss, _ = agent.update(agent.state, agent.rng, device, env_steps, mask)
-        return np.asarray(agent.act(agent.state, agent.rng, stacks, env_steps, active, training=True)[0])
-
-    out["update_dispatch_then_act_us"] = timed(update_then_act, 100)
-    return out
+    return {"num_envs": num_envs, **kwargs, "steps_per_second_per_env": steps / seconds,
+            "aggregate": steps * num_envs / seconds}
 
 
 def _cleanrl(cleanrl_dir: str, total: int, learning_starts: int, timeout: float) -> dict:
@@ -203,7 +232,12 @@ def _cleanrl(cleanrl_dir: str, total: int, learning_starts: int, timeout: float)
 
 
 def _child(args: list[str], timeout: float) -> dict:
-    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, timeout=timeout)
+    env = dict(os.environ)
+    env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.92")  # 8 seeds' 1M-frame stores take 56 GB
+    try:
+        proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired as e:
+        return {"error": f"timed out after {timeout} s", "args": args, "stderr_tail": str(e.stderr)[-2000:]}
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         return {"error": proc.stderr[-3000:], "args": args}
@@ -211,23 +245,41 @@ def _child(args: list[str], timeout: float) -> dict:
 
 
 def _table(results: dict) -> str:
-    rows = ["| run | seeds | steps/s per seed | aggregate | env | acting | update | replay | other |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    """Agent steps per second and milliseconds per tick (one step of every seed) by part."""
+    parts = ("environment", "acting", "update", "replay", "other")
+    rows = ["| run | seeds | schedule | steps/s per seed | aggregate | ms/tick | env | acting | update | replay | other |",
+            "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     cleanrl = results.get("cleanrl", {})
     if "training_steps_per_second" in cleanrl:
         rate = cleanrl["training_steps_per_second"]
-        rows.append(f"| CleanRL dqn_atari_jax.py | 1 | {rate:.0f} | {rate:.0f} | | | | | |")
+        rows.append(f"| CleanRL dqn_atari_jax.py | 1 | its own | {rate:.0f} | {rate:.0f} | {1e3 / rate:.2f} | | | | | |")
     for r in results["accumbens"]:
         if "error" in r:
-            rows.append(f"| {' '.join(r['args'])} | failed | | | | | | | |")
+            rows.append(f"| {' '.join(r['args'])[:60]} | failed | | | | | | | | | |")
             continue
-        t = r["timings_seconds"]
-        share = {k: 100 * t[k] / t["total"] for k in ("environment", "acting", "update", "replay", "other")}
-        rows.append(
-            f"| accumbens {r['env']} {r['order']} | {r['seeds']} | {r['steps_per_second_per_seed']:.0f} | "
-            f"{r['steps_per_second_aggregate']:.0f} | " + " | ".join(f"{share[k]:.0f}%" for k in share) + " |"
-        )
+        name = f"accumbens {r['env']} {'frames on device' if r['frames'] else 'host batches'} {r['map']}"
+        for run in r["runs"]:
+            t, ticks = run["timings_seconds"], run["ticks"]
+            rows.append(f"| {name} | {r['seeds']} | {run['order']} | {run['steps_per_second_per_seed']:.0f} | "
+                        f"{run['steps_per_second_aggregate']:.0f} | {1e3 * t['total'] / ticks:.2f} | "
+                        + " | ".join(f"{1e3 * t[k] / ticks:.2f}" for k in parts) + " |")
     return "\n".join(rows)
+
+
+# env/frames/map/seeds/orders, most important first; about 6.5 minutes on the device H100 (the
+# --max-minutes guard skips the tail if compilation or the machine is slower). map 'a:u' sets the
+# acting and update mappings apart.
+DEFAULT_CONFIGS = (
+    "vector/frames/vmap/1/overlap+serial+dopamine",
+    "vector/frames/vmap/3/overlap+serial",
+    "vector/frames/unroll/3/overlap+serial",
+    "vector/host/vmap/1/overlap",
+    "vector/host/vmap/3/overlap",
+    "vector/frames/vmap/8/overlap+serial",
+    "vector/frames/vmap:unroll/3/overlap",
+    "vector/frames/unroll/8/overlap",
+    "vector/frames/map/3/overlap",
+)
 
 
 def main() -> None:
@@ -235,57 +287,62 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to check that everything runs")
     parser.add_argument("--cleanrl-dir", default=os.path.join(ROOT, ".whl", "cleanrl"))
     parser.add_argument("--out", default=None)
-    parser.add_argument("--configs", default=None, help="comma list of env/order/seeds, e.g. vector/overlap/3")
+    parser.add_argument("--configs", default=None,
+                        help="comma list of env/frames|host/map/seeds/order+order..., e.g. "
+                             "vector/frames/unroll/3/overlap+serial; map: vmap, map, unroll, or act:update "
+                             "such as vmap:unroll; orders: overlap, serial, dopamine")
     parser.add_argument("--skip-cleanrl", action="store_true")
-    parser.add_argument("--profile", action="store_true", help="also time the pieces of one tick")
+    parser.add_argument("--max-minutes", type=float, default=7.0,
+                        help="start no further configuration after this many minutes (results so far are kept)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         spec = json.loads(args.child)
-        if "env_only" in spec:
-            result = _environment_only(**spec["env_only"])
-        elif "profile" in spec:
-            result = _profile(spec["profile"])
-        else:
-            result = _accumbens(spec)
+        result = _environment_only(**spec["env_only"]) if "env_only" in spec else _accumbens(spec)
         print("RESULT " + json.dumps(result), flush=True)
         return
 
-    warmup, steps = (600, 400) if args.quick else (1500, 4000)
-    default = "vector/overlap/1,vector/overlap/3,vector/dopamine/1,vector/serial/3,vector/serial/1,vector/overlap/8"
+    began = time.time()
+    warmup, steps = (200, 100) if args.quick else (1000, 3000)
     results = {"quick": args.quick, "host": platform.node(), "accumbens": [], "environment_only": []}
     out = args.out or os.path.join(RESULTS, "atari_throughput_quick.json" if args.quick else "atari_throughput.json")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
 
     def save():  # after every run, so a run cut short keeps what it measured
         with open(out, "w") as f:
             json.dump({**results, "table": _table(results)}, f, indent=1)
 
     if not args.skip_cleanrl and os.path.exists(os.path.join(args.cleanrl_dir, "dqn_atari_jax.py")):
-        total, starts = (3000, 1000) if args.quick else (12000, 4000)
-        results["cleanrl"] = _cleanrl(args.cleanrl_dir, total, starts, 600)
+        total, starts = (3000, 1000) if args.quick else (8000, 3000)
+        results["cleanrl"] = _cleanrl(args.cleanrl_dir, total, starts, 300)
         print(json.dumps(results["cleanrl"]), flush=True)
         save()
-    if args.profile:
-        results["profile"] = [_child(["--child", json.dumps({"profile": k})], 300) for k in (1, 3)]
-        print(json.dumps(results["profile"]), flush=True)
-    for num in (1, 3, 8):
-        spec = {"env_only": {"num_envs": num, "steps": 300 if args.quick else 1000}}
-        results["environment_only"].append(_child(["--child", json.dumps(spec)], 300))
-    for item in (args.configs or default).split(","):
-        env, order, seeds = item.split("/")
-        config = {"env": env, "order": order, "seeds": int(seeds), "warmup": warmup, "steps": steps}
-        results["accumbens"].append(_child(["--child", json.dumps(config)], 600))
+    env_steps = 300 if args.quick else 1000
+    for num, extra in ((1, {}), (3, {}), (8, {}), (3, {"thread_affinity_offset": 1}), (8, {"thread_affinity_offset": 1})):
+        spec = {"env_only": {"num_envs": num, "steps": env_steps, **extra}}
+        results["environment_only"].append(_child(["--child", json.dumps(spec)], 120))
+    save()
+    for item in (args.configs.split(",") if args.configs else DEFAULT_CONFIGS):
+        if time.time() - began > 60 * args.max_minutes:
+            print(f"skipping {item}: past --max-minutes", flush=True)
+            continue
+        env, frames, mapping, seeds, orders = item.split("/")
+        seeds = int(seeds)
+        config = {"env": env, "frames": frames == "frames", "map": mapping, "seeds": seeds,
+                  "orders": orders.split("+"), "warmup": warmup, "quick": args.quick,
+                  "steps": steps if seeds <= 3 or args.quick else steps // 2}
+        left = 60 * (args.max_minutes + 1.5) - (time.time() - began)  # a config may run past the guard by 1.5 min
+        results["accumbens"].append(_child(["--child", json.dumps(config)], max(30.0, min(240.0, left))))
         print(json.dumps(results["accumbens"][-1]), flush=True)
         save()
-    table = _table(results)
-    print(table)
+    print(_table(results))
     for e in results["environment_only"]:
         if "error" not in e:
-            print(f"vector env alone, {e['num_envs']} envs: {e['steps_per_second_per_env']:.0f} steps/s per env, "
+            pinned = f", threads pinned from core {e['thread_affinity_offset']}" if "thread_affinity_offset" in e else ""
+            print(f"vector env alone, {e['num_envs']} envs{pinned}: {e['steps_per_second_per_env']:.0f} steps/s per env, "
                   f"{e['aggregate']:.0f} aggregate")
     save()
-    print(f"wrote {out}")
+    print(f"wrote {out} after {time.time() - began:.0f} s")
 
 
 if __name__ == "__main__":

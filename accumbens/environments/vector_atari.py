@@ -70,6 +70,7 @@ class VectorAtariEnv:
         screen_size: int = 84,
         max_episode_steps: int = 27_000,
         num_threads: int = 0,
+        thread_affinity_offset: int = -1,
     ):
         """Args:
           game: a ROM id ("pong") or Dopamine-style name ("Pong"); "atari:Pong" also accepted.
@@ -79,6 +80,7 @@ class VectorAtariEnv:
           screen_size: side of the square observation (Dopamine: 84).
           max_episode_steps: cap on agent steps per episode (Dopamine: 27,000).
           num_threads: emulator threads; 0 means min(num_envs, CPU count).
+          thread_affinity_offset: pin emulator thread j to CPU core offset + j; -1 leaves them unpinned.
         """
         name = game.split(":", 1)[1] if game.lower().startswith("atari:") else game
         rom_id = canonical_game(name)
@@ -113,7 +115,7 @@ class VectorAtariEnv:
             full_action_space=False,
             batch_size=num_envs,
             num_threads=threads,
-            thread_affinity_offset=-1,
+            thread_affinity_offset=thread_affinity_offset,
             autoreset_mode="SameStep",
         )
         self.single_action_space = gymnasium.spaces.Discrete(len(self.ale.get_action_set()))

@@ -217,6 +217,8 @@ class DeviceFrames:
     def device_rows(self, replay, slots: np.ndarray) -> np.ndarray:
         """Device rows of host storage rows `slots` (row `capacity`: the zero frame) of `replay`."""
         a, c = replay.add_count, self.capacity
+        if a <= c:  # not wrapped yet: logical time = slot
+            return np.where(slots == c, self.zero_row, slots)
         logical = a - 1 - ((a - 1 - slots) % c)  # the newest logical time written to each slot
         return np.where(slots == c, self.zero_row, logical % self.ring)
 
@@ -228,13 +230,16 @@ class DeviceFrames:
         filler = next(b for b in batches if b is not None)
         size = filler.action.shape[0]
         out = np.empty((self.num, 2 * k + 4, size), np.int32)
+        floats = out.view(np.float32)  # the same memory: reward, discount, weight stored as bits
         for i, (replay, batch) in enumerate(zip(replays, batches)):
             if batch is None:
                 replay, batch = replays[batches.index(filler)], filler
-            out[i, :k] = self.device_rows(replay, batch.observation).T
-            out[i, k : 2 * k] = self.device_rows(replay, batch.next_observation).T
+            slots = np.concatenate([batch.observation, batch.next_observation], axis=1)  # [B, 2k]
+            out[i, : 2 * k] = self.device_rows(replay, slots).T
             out[i, 2 * k] = batch.action
-            out[i, 2 * k + 1 :] = np.stack([batch.reward, batch.discount, batch.weight]).astype(np.float32).view(np.int32)
+            floats[i, 2 * k + 1] = batch.reward
+            floats[i, 2 * k + 2] = batch.discount
+            floats[i, 2 * k + 3] = batch.weight
         return out
 
     def upload(self, i: int, replay, chunk: int = 65536) -> None:
