@@ -317,6 +317,10 @@ def reproduction_table(results: dict, reference: Optional[dict]) -> list[dict]:
             row["published"], row["source"] = published["value"], published["source"]
             if published["from_curve"]:
                 row["source"] += f" (curve at {row['frames'] / 1e6:.2f}M frames)"
+        compared = (results.get("comparison", {}).get(key) or []) if isinstance(results.get("comparison", {}).get(key), list) else []
+        if "published" not in row and compared:  # Pong DQN: Dopamine's seeds at our last iteration
+            last = compared[-1]
+            row["published"], row["source"] = last["dopamine_mean"], f"Dopamine, 5 seeds, iteration {last['iteration']}"
         rows.append(row)
     return rows
 
@@ -372,6 +376,7 @@ def plot_reproduction(results_path: str, output_dir: str, reference: Optional[st
     fig, axes = plt.subplots(rows_n, columns, figsize=(max(6.0, 3.6 * columns), 3.2 * rows_n), squeeze=False)
     colors = {a: f"C{i}" for i, a in enumerate(agents)}
     for ax, game in zip(axes.ravel(), games):
+        x_max = 0.0  # the frames our runs reached: published curves are shown up to there
         for agent in agents:
             piece = results["pieces"].get(f"{game}/{agent}")
             if not piece:
@@ -385,21 +390,30 @@ def plot_reproduction(results_path: str, output_dir: str, reference: Optional[st
                     x = np.asarray(piece["total_train_steps"][: values.shape[1]], np.float64)
                 x = x * piece.get("frames_per_step", 1)
                 mean, low, high = bootstrap_band(values)
-                ax.plot(x, mean, color=colors[agent], label=f"{agent} ({values.shape[0]} seeds)")
+                ax.plot(x, mean, color=colors[agent], marker="o", markersize=2.5, label=f"{agent} ({values.shape[0]} seeds)")
+                x_max = max(x_max, float(np.nanmax(x)))
                 ax.fill_between(x, low, high, color=colors[agent], alpha=0.25)
             entry = (ref or {}).get("published", {}).get(agent, {})
             curve = entry.get("curve", {}).get(game)
             published = published_score(ref, agent, game)
             if curve:
-                ax.plot(curve["frames"], [np.nan if v is None else v for v in curve["return"]], color=colors[agent],
-                        linestyle="--", linewidth=1, label=f"{agent}, published curve")
+                curve_x = np.asarray(curve["frames"], np.float64)
+                curve_y = np.asarray([np.nan if v is None else v for v in curve["return"]], np.float64)
+                piece_frames = _piece_frames(piece) if piece else None
+                if piece_frames:  # up to a little past the frames our run reached (keeps the y range readable)
+                    shown = curve_x <= piece_frames * 1.1 + 2.5e5
+                    curve_x, curve_y = curve_x[shown], curve_y[shown]
+                ax.plot(curve_x, curve_y, color=colors[agent], linestyle="--", linewidth=1, label=f"{agent}, published curve")
             elif published:
                 ax.axhline(published["value"], color=colors[agent], linestyle="--", linewidth=1, label=f"{agent}, published")
         curve = results.get("reference_curve", {}).get(game)
         if curve:
-            x = (np.asarray(curve["iterations"]) + 1) * curve["frames_per_iteration"]
-            ax.plot(x, curve["mean"], color="k", linewidth=1, label=curve.get("label", "reference"))
-            ax.fill_between(x, curve["min"], curve["max"], color="k", alpha=0.12)
+            x = (np.asarray(curve["iterations"]) + 1) * float(curve["frames_per_iteration"])
+            shown = x <= x_max * 1.1 + curve["frames_per_iteration"] if x_max > 0 else np.ones_like(x, bool)
+            ax.plot(x[shown], np.asarray(curve["mean"])[shown], color="k", linewidth=1, label=curve.get("label", "reference"))
+            ax.fill_between(x[shown], np.asarray(curve["min"])[shown], np.asarray(curve["max"])[shown], color="k", alpha=0.12)
+        if x_max > 0:
+            ax.set_xlim(0, x_max * 1.05)
         ax.set_title(game)
         ax.set_xlabel("frames")
         ax.grid(alpha=0.3)
@@ -429,7 +443,8 @@ def plot_reproduction(results_path: str, output_dir: str, reference: Optional[st
         for i, (agent, s) in enumerate(iqm_stats.items()):
             ax.errorbar([s["iqm"]], [i], xerr=[[s["iqm"] - s["low"]], [s["high"] - s["iqm"]]], fmt="o", color=colors.get(agent, "C0"), capsize=4)
         ax.set_yticks(range(len(iqm_stats)), list(iqm_stats))
-        ax.set_xlabel(f"IQM ({'human-normalised' if ref and 'human' in ref else '1 = published'})")
+        scale = "human-normalised" if ref and "human" in ref else f"1 = {(ref or {}).get('normalise_with', 'published')} at the same frames"
+        ax.set_xlabel(f"IQM ({scale})")
         ax.grid(alpha=0.3, axis="x")
         fig.tight_layout()
         path = os.path.join(output_dir, f"reproduce_{study}_iqm.png")
