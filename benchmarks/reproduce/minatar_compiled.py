@@ -133,7 +133,7 @@ def main(argv=None) -> int:
     parser.add_argument("--first_seed", type=int, default=0)
     parser.add_argument("--iterations", type=int, default=None, help="iterations per piece (default: the paper's)")
     parser.add_argument("--training_steps", type=int, default=None, help="agent steps per iteration (default: the paper's)")
-    parser.add_argument("--evaluation_steps", type=int, default=10_000)
+    parser.add_argument("--evaluation_steps", type=int, default=30_000, help="greedy evaluation steps per iteration over --eval_envs environments (an extra; Freeway episodes are 2,500 steps)")
     parser.add_argument("--eval_envs", type=int, default=10)
     parser.add_argument("--conv_impl", choices=("auto", "patches", "xla"), default="auto", help="auto: patches on a GPU")
     parser.add_argument("--parallel", type=int, default=1, help="pieces trained at once (child processes sharing the GPU)")
