@@ -37,10 +37,23 @@ Differences from the host runner (documented, by design):
     alpha, beta and stratified sampling; priorities from the agent's `metrics['priorities']`
     after every update).
 
-Outputs, per seed under `base_dir/seed_<n>/`: `metrics.csv`, `metrics.jsonl`, `tensorboard/` with
+Hyperparameter sweeps: `hyperparameters={'create_optimizer.learning_rate': (1e-4, 3e-4, 1e-3)}`
+(or the gin binding `CompiledRunner.hyperparameters = {...}`, e.g. through `--gin_bindings`) makes
+every (values, seed) pair a member of the vmapped axis, sharded like seeds: 3 values x 4 seeds is
+one program of 12 members. Several bindings give their grid (product). Only values that are
+traced agent state can be swept (the shapes of every member must agree): the optimizer's
+`create_optimizer.learning_rate` and `create_optimizer.eps`, which `create_optimizer` injects into
+the optimizer state (`optax.inject_hyperparams`); each member's values are written into its
+state at initialisation. Any other binding is refused with an error naming those that can be
+swept; run it as separate experiments. Member i of a sweep computes what a one-value run with its
+values and seed computes.
+
+Outputs, per seed under `base_dir/seed_<n>/` (a sweep: `base_dir/<binding>=<value>/.../seed_<n>/`,
+one folder level per swept binding, values as Python writes them, e.g.
+`create_optimizer.learning_rate=0.0003/seed_0/`): `metrics.csv`, `metrics.jsonl`, `tensorboard/` with
 the host runner's keys. Shared: `base_dir/config.gin` (the same configuration guard as the host
-runner) and `base_dir/checkpoints/ckpt-<iteration>/` (one flax msgpack file per seed plus JSON
-metadata, written atomically by `CheckpointManager`; no pickle). Restarting with the same
+runner) and `base_dir/checkpoints/ckpt-<iteration>/` (one flax msgpack file per member, `seed_<n>.msgpack`,
+or for a sweep its folder with '/' written '__', plus JSON metadata, written atomically by `CheckpointManager`; no pickle). Restarting with the same
 `base_dir` resumes from the last complete checkpoint and reproduces the uninterrupted run's
 numbers exactly on CPU.
 
@@ -51,11 +64,12 @@ runs unchanged with `--runner compiled`.
 from __future__ import annotations
 
 import inspect
+import itertools
 import json
 import math
 import os
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import flax.serialization
 import flax.struct
@@ -63,6 +77,7 @@ import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from accumbens.agents.registry import create_agent
@@ -77,6 +92,32 @@ from accumbens.runners.logging import StatisticsWriter
 _METADATA_FILE = "compiled_runner.json"
 # Settings that may change when a finished run is extended.
 _RESUMABLE = ("num_iterations",)
+# Bindings a sweep can vmap over: gin binding -> key of the injected optimizer hyperparameters
+# (`opt_state.hyperparams`, see `accumbens.agents.dqn.create_optimizer`).
+_TRACED_HYPERPARAMETERS = {
+    "create_optimizer.learning_rate": "learning_rate",
+    "create_optimizer.eps": "eps",
+}
+_INJECTED = (optax.InjectHyperparamsState, optax.InjectStatefulHyperparamsState)
+
+
+def _injected_states(tree: Any) -> list:
+    """The optax inject-hyperparameters states inside `tree` (an agent state)."""
+    is_injected = lambda node: isinstance(node, _INJECTED)  # noqa: E731
+    return [node for node in jax.tree.leaves(tree, is_leaf=is_injected) if is_injected(node)]
+
+
+def _set_injected(tree: Any, key: str, value: jax.Array) -> Any:
+    """`tree` with hyperparameter `key` of every injected optimizer state set to `value`."""
+
+    def put(node):
+        if isinstance(node, _INJECTED) and key in node.hyperparams:
+            hyperparams = dict(node.hyperparams)
+            hyperparams[key] = jnp.asarray(value, hyperparams[key].dtype)
+            return node._replace(hyperparams=hyperparams)
+        return node
+
+    return jax.tree.map(put, tree, is_leaf=lambda node: isinstance(node, _INJECTED))
 
 
 @flax.struct.dataclass
@@ -144,6 +185,9 @@ class CompiledRunner:
       use_all_devices: shard the seed axis over all visible devices (else use the default one).
       scan_unroll: `lax.scan` unroll factor of the training loop (fewer loop iterations on GPUs,
         longer compilation); results do not depend on it.
+      hyperparameters: {gin binding: values} to sweep in the same program (see the module
+        docstring), e.g. {'create_optimizer.learning_rate': (1e-4, 3e-4)}; members are the grid of
+        values times the seeds, listed in `members` / `member_names`.
     """
 
     def __init__(
@@ -165,6 +209,7 @@ class CompiledRunner:
         tensorboard: bool = True,
         use_all_devices: bool = True,
         scan_unroll: int = 1,
+        hyperparameters: Optional[Mapping[str, Sequence[float]]] = None,
     ):
         def setting(name, value):
             return value if value is not None else _gin_or(f"Runner.{name}", _runner_default(name))
@@ -242,6 +287,18 @@ class CompiledRunner:
         else:
             self.replay = DeviceReplayBuffer(**replay_kwargs)
         del shell
+        # ----- members: every (swept values, seed), the vmapped (and sharded) axis
+        self.hyperparameters = self._check_hyperparameters(hyperparameters)
+        grid = itertools.product(*self.hyperparameters.values())
+        self.members = [
+            {"hyperparameters": dict(zip(self.hyperparameters, values)), "seed": seed}
+            for values in grid
+            for seed in self.seeds
+        ]
+        self.num_members = len(self.members)
+        self.member_names = [
+            "/".join([f"{k}={v!r}" for k, v in m["hyperparameters"].items()] + [f"seed_{m['seed']}"]) for m in self.members
+        ]
         if self.replay.rows * num_envs < self.min_replay_history:
             raise ValueError(
                 f"replay capacity {self.replay.capacity} is below min_replay_history {self.min_replay_history}: "
@@ -264,7 +321,7 @@ class CompiledRunner:
 
         # ----- devices
         devices = jax.devices() if use_all_devices else jax.devices()[:1]
-        used = max(d for d in range(1, len(devices) + 1) if num_seeds % d == 0)
+        used = max(d for d in range(1, len(devices) + 1) if self.num_members % d == 0)
         if jax.process_count() > 1:  # several processes (jax.distributed): each holds a share of the seeds
             devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
             used = len(devices)
@@ -307,9 +364,47 @@ class CompiledRunner:
             "max_steps_per_episode": self.max_steps_per_episode,
             "seed": self.seed,
         }
+        if self.hyperparameters:  # also when passed as an argument rather than bound in gin
+            resolved["hyperparameters"] = self.hyperparameters
         lines = [gin.operative_config_str().rstrip(), "", "# CompiledRunner settings after falling back to Runner.* bindings:"]
         lines += [f"CompiledRunner.resolved_{k} = {v!r}" for k, v in resolved.items()]
         return "\n".join(lines) + "\n"
+
+    def _check_hyperparameters(self, hyperparameters) -> dict[str, tuple[float, ...]]:
+        """The sweep as {binding: values}, after checking that every binding is traced agent state."""
+        if not hyperparameters:
+            return {}
+        shapes = jax.eval_shape(lambda key: self.agent.init(key, self.stacked_shape, self.num_actions), jax.random.PRNGKey(0))
+        injected = {key for state in _injected_states(shapes) for key in state.hyperparams}
+        sweepable = sorted(name for name, key in _TRACED_HYPERPARAMETERS.items() if key in injected)
+        checked = {}
+        for name, values in dict(hyperparameters).items():
+            if name not in sweepable:
+                raise ValueError(
+                    f"CompiledRunner cannot vmap over {name!r}: it is not traced state of this agent (it fixes "
+                    "shapes or is compiled in as a constant). Bindings it can vmap over: "
+                    f"{sweepable}. Run other settings as separate experiments."
+                )
+            if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+                raise ValueError(f"hyperparameters[{name!r}] must be a non-empty list of numbers, got {values!r}")
+            if not all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in values):
+                raise ValueError(
+                    f"hyperparameters[{name!r}] must hold numbers (one scalar per member, so that all members "
+                    f"have the same shapes), got {values!r}"
+                )
+            values = tuple(float(v) for v in values)
+            if len(set(values)) != len(values):
+                raise ValueError(f"hyperparameters[{name!r}] must be distinct values, got {values!r}")
+            checked[name] = values
+        return checked
+
+    def member_dir(self, member: int) -> str:
+        """Output folder of member `member` (`base_dir/seed_<n>`, or under its swept values)."""
+        return os.path.join(self.base_dir, *self.member_names[member].split("/"))
+
+    def _member_file(self, member: int) -> str:
+        """Checkpoint file name of member `member` (`seed_<n>.msgpack` without a sweep)."""
+        return self.member_names[member].replace("/", "__") + ".msgpack"
 
     # ----- pure, per-seed pieces (vmapped over seeds) ----------------------------------------------
     def _reset_envs(self, key, count):
@@ -324,9 +419,15 @@ class CompiledRunner:
         final = info["final_observation"].astype(self.observation_dtype)
         return obs.astype(self.observation_dtype), env_state, reward.astype(jnp.float32), terminated, truncated, final
 
-    def _init_seed(self, seed: jax.Array) -> SeedState:
+    def _init_seed(self, member: jax.Array) -> SeedState:
+        """The fresh state of member `member` (an index into `members`): its seed's keys, as the
+        host agent shell draws them, and its swept values written into the agent state."""
+        seed = jnp.asarray([m["seed"] for m in self.members], jnp.int32)[member]
         init_key, rng = jax.random.split(jax.random.PRNGKey(seed))  # as the host agent shell does
         agent_state = self.agent.init(init_key, self.stacked_shape, self.num_actions)
+        for name in self.hyperparameters:
+            values = jnp.asarray([m["hyperparameters"][name] for m in self.members], jnp.float32)
+            agent_state = _set_injected(agent_state, _TRACED_HYPERPARAMETERS[name], values[member])
         rng, env_key = jax.random.split(rng)
         env_state, stack = self._reset_envs(env_key, self.num_envs)
         return SeedState(
@@ -438,9 +539,9 @@ class CompiledRunner:
 
     # ----- host side --------------------------------------------------------------------------------
     def init_states(self) -> SeedState:
-        """Fresh states for all seeds, sharded over the mesh: a `SeedState` with a leading [S] axis."""
-        seeds = distributed.global_array(np.asarray(self.seeds, np.int32), self.seed_sharding)
-        return self._init_fn(seeds)
+        """Fresh states for all members, sharded over the mesh: a `SeedState` with a leading [M] axis."""
+        members = distributed.global_array(np.arange(self.num_members, dtype=np.int32), self.seed_sharding)
+        return self._init_fn(members)
 
     def train_phase(self, states: SeedState, iteration: int) -> tuple[SeedState, np.ndarray]:
         """Runs iteration `iteration`'s training phase (donates `states`); returns completed returns [S, T, E]."""
@@ -479,7 +580,7 @@ class CompiledRunner:
             eval_completed = distributed.to_host(eval_completed)
             eval_seconds = time.perf_counter() - start
         records = []
-        for i in range(self.num_seeds):
+        for i in range(self.num_members):
             record = {"iteration": iteration}
             record.update(self._phase_stats("train", train_completed[i], self.steps_per_phase, train_seconds))
             count = int(update_count[i])
@@ -498,29 +599,33 @@ class CompiledRunner:
             return
 
         def write(directory: str) -> None:
-            for i, seed in enumerate(self.seeds):
+            for i in range(self.num_members):
                 one = jax.tree.map(lambda x: x[i], host)
-                with open(os.path.join(directory, f"seed_{seed}.msgpack"), "wb") as f:
+                with open(os.path.join(directory, self._member_file(i)), "wb") as f:
                     f.write(flax.serialization.to_bytes(one))
             with open(os.path.join(directory, _METADATA_FILE), "w") as f:
-                json.dump({"iteration": iteration, "seeds": self.seeds, "num_envs": self.num_envs}, f)
+                meta = {"iteration": iteration, "seeds": self.seeds, "members": self.member_names, "num_envs": self.num_envs}
+                json.dump(meta, f)
 
         self.checkpoints.save(iteration, write, metadata={"iteration": iteration, "seeds": self.seeds})
 
     def _restore(self) -> tuple[Optional[SeedState], int]:
         """(restored states or None, first iteration still to run)."""
-        shapes = jax.eval_shape(self._init_fn, jax.ShapeDtypeStruct((self.num_seeds,), jnp.int32))
+        shapes = jax.eval_shape(self._init_fn, jax.ShapeDtypeStruct((self.num_members,), jnp.int32))
         template = jax.tree.map(lambda x: np.zeros(x.shape[1:], x.dtype), shapes)
         loaded: dict = {}
 
         def read(path: str, manifest: dict) -> None:
             with open(os.path.join(path, _METADATA_FILE)) as f:
                 meta = json.load(f)
-            if meta["seeds"] != self.seeds or meta["num_envs"] != self.num_envs:
-                raise ValueError(f"checkpoint holds seeds {meta['seeds']} (num_envs {meta['num_envs']}), not {self.seeds}")
+            members = meta.get("members", [f"seed_{seed}" for seed in meta["seeds"]])
+            if members != self.member_names or meta["num_envs"] != self.num_envs:
+                raise ValueError(
+                    f"checkpoint holds members {members} (num_envs {meta['num_envs']}), not {self.member_names}"
+                )
             per_seed = []
-            for seed in self.seeds:
-                with open(os.path.join(path, f"seed_{seed}.msgpack"), "rb") as f:
+            for i in range(self.num_members):
+                with open(os.path.join(path, self._member_file(i)), "rb") as f:
                     per_seed.append(flax.serialization.from_bytes(template, f.read()))
             loaded["states"] = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *per_seed)
 
@@ -541,16 +646,19 @@ class CompiledRunner:
             states = self.init_states()
         main = distributed.is_main_process()  # several processes: process 0 logs every seed
         writers = [
-            StatisticsWriter(self.seed_dir(seed), resume_after_iteration=start - 1 if start else None, tensorboard=self.tensorboard)
-            for seed in self.seeds
+            StatisticsWriter(self.member_dir(i), resume_after_iteration=start - 1 if start else None, tensorboard=self.tensorboard)
+            for i in range(self.num_members)
         ] if main else []
         if start >= self.num_iterations:
             print(f"[accumbens] {self.base_dir}: all {self.num_iterations} iterations already complete")
         elif start > 0:
             print(f"[accumbens] resuming {self.base_dir} at iteration {start}")
         processes = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
+        population = f"{self.num_seeds} seed(s)"
+        if self.hyperparameters:
+            population = f"{self.num_members} members ({population} x {self.num_members // self.num_seeds} hyperparameter settings)"
         print(
-            f"[accumbens] compiled runner: {self.num_seeds} seed(s) on {self.mesh.devices.size} "
+            f"[accumbens] compiled runner: {population} on {self.mesh.devices.size} "
             f"{jax.devices()[0].platform} device(s){processes}, {self.environment_name}, {self.steps_per_phase} training "
             "steps per seed per iteration",
             flush=True,
