@@ -18,7 +18,9 @@ within seed noise. The *only* difference between the two arms is the runner:
 
 Both use `dqn/minatar.gin` (the MinAtar paper's DQN: update every step, batch 32, RMSProp 2.5e-4,
 replay 100k, target period 1000, epsilon 1 -> 0.1 over 100k frames after 5000 random frames;
-Young & Tian 2019), the same iteration length and evaluation budget. Their random streams differ
+Young & Tian 2019), the same iteration length and evaluation budget, and the same episode cap
+(`--max_steps_per_episode`, 10,000 here instead of the gin file's 100,000, so that a greedy
+evaluation episode stuck in a loop cannot eat the host arm's budget). Their random streams differ
 (different PRNG use), so equal curves can only mean "equal in distribution over seeds".
 
 Statistics (per runner, over seeds): per iteration the mean training return (the MinAtar paper's
@@ -29,10 +31,11 @@ measure) and greedy evaluation return with a 95% percentile bootstrap interval
 iterations, i.e. the area under the curve). The verdict `same_within_seed_noise` is Welch p > 0.05
 for both tests on the training return; the evaluation return is a secondary check
 (`eval_same_within_seed_noise`); bootstrap intervals are descriptive (too narrow with 5 seeds).
-The iterations compared are those that every seed of
-both arms completed. Known small differences by design (README, compiled runner): the compiled
-runner's phases are a fixed number of steps and count the episodes that ended in them, the host
-runner's run whole episodes; evaluation runs on `--num_eval_envs` environments in the compiled arm.
+The iterations compared are those that every seed of both arms completed. Known small
+differences by design (see `accumbens/runners/compiled.py`): the compiled runner's phases are a
+fixed number of steps and count the episodes that ended in them, the host runner's run whole
+episodes; the compiled arm evaluates on `--num_eval_envs` environments for
+`evaluation_steps / num_eval_envs` steps each and drops episodes still running at the end.
 
 Budget: the host runner is the slow arm (~450 steps/s per process measured on the H100 machine's
 host loop; on CPU it depends on the cores). `--deadline_s` bounds the whole command: each arm
@@ -102,6 +105,8 @@ def _with_deadline(cls, deadline_at: float):
 # ----------------------------------------------------------------------------- configuration
 def _bindings(args) -> list[str]:
     bindings = [f"create_environment.name = 'minatar:{args.game}'", f"MinAtarCNN.conv_impl = '{args.conv_impl}'"]
+    if args.max_steps_per_episode is not None:
+        bindings.append(f"Runner.max_steps_per_episode = {args.max_steps_per_episode}")
     if args.capacity is not None:
         bindings.append(f"ReplayBuffer.capacity = {args.capacity}")
     if args.min_replay_history is not None:
@@ -386,6 +391,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--num_eval_envs", type=int, default=2, help="evaluation environments per seed (compiled arm)")
     parser.add_argument("--final_window", type=int, default=2, help="iterations averaged per seed for the 'final' test")
     parser.add_argument("--capacity", type=int, default=None, help="replay capacity (default: dqn/minatar.gin's 100k)")
+    parser.add_argument("--max_steps_per_episode", type=int, default=10_000,
+                        help="episode cap of both arms (dqn/minatar.gin: 100k); bounds what a greedy evaluation "
+                             "episode stuck in a loop costs the host arm's budget")
     parser.add_argument("--min_replay_history", type=int, default=None, help="default: dqn/minatar.gin's 5000")
     parser.add_argument("--conv_impl", default="patches", choices=("xla", "patches"),
                         help="MinAtarCNN.conv_impl for both arms (the same convolution; 'patches' is faster under vmap on GPUs)")
