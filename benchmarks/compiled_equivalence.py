@@ -388,7 +388,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--iterations", type=int, default=30, help="iterations (the deadline may cut the host arm short)")
     parser.add_argument("--training_steps", type=int, default=5_000, help="training agent steps per iteration and seed")
     parser.add_argument("--evaluation_steps", type=int, default=1_000, help="greedy evaluation steps per iteration and seed")
-    parser.add_argument("--num_eval_envs", type=int, default=2, help="evaluation environments per seed (compiled arm)")
+    parser.add_argument("--num_eval_envs", type=int, default=1,
+                        help="evaluation environments per seed (compiled arm); 1 is the closest to the host arm's one "
+                             "stream of whole episodes (only the last, unfinished episode is dropped)")
     parser.add_argument("--final_window", type=int, default=2, help="iterations averaged per seed for the 'final' test")
     parser.add_argument("--capacity", type=int, default=None, help="replay capacity (default: dqn/minatar.gin's 100k)")
     parser.add_argument("--max_steps_per_episode", type=int, default=10_000,
