@@ -406,12 +406,13 @@ def plot_reproduction(results_path: str, output_dir: str, reference: Optional[st
                 ax.plot(curve_x, curve_y, color=colors[agent], linestyle="--", linewidth=1, label=f"{agent}, published curve")
             elif published:
                 ax.axhline(published["value"], color=colors[agent], linestyle="--", linewidth=1, label=f"{agent}, published")
-        curve = results.get("reference_curve", {}).get(game)
-        if curve:
+        for j, curve in enumerate(results.get("reference_curves", {}).get(game, {}).values()):  # e.g. Dopamine's seeds
             x = (np.asarray(curve["iterations"]) + 1) * float(curve["frames_per_iteration"])
             shown = x <= x_max * 1.1 + curve["frames_per_iteration"] if x_max > 0 else np.ones_like(x, bool)
-            ax.plot(x[shown], np.asarray(curve["mean"])[shown], color="k", linewidth=1, label=curve.get("label", "reference"))
-            ax.fill_between(x[shown], np.asarray(curve["min"])[shown], np.asarray(curve["max"])[shown], color="k", alpha=0.12)
+            shade = ("k", "0.45", "0.7")[j % 3]
+            ax.plot(x[shown], np.asarray(curve["mean"])[shown], color=shade, linewidth=1, linestyle=":" if j else "-",
+                    label=curve.get("label", "reference"))
+            ax.fill_between(x[shown], np.asarray(curve["min"])[shown], np.asarray(curve["max"])[shown], color=shade, alpha=0.12)
         if x_max > 0:
             ax.set_xlim(0, x_max * 1.05)
         ax.set_title(game)

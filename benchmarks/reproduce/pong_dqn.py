@@ -1,5 +1,8 @@
 """DQN on Pong with Dopamine's JAX settings (dqn/atari.gin), 3 seeds, against Dopamine's curve.
 
+`--agent rainbow` runs Dopamine's JAX Rainbow (rainbow/atari.gin) the same way, against Dopamine's
+Rainbow curve (the issue's "if device time remains" study); both go to the same results file.
+
 The three seeds run side by side in one process (`--runner multi_seed`: one batched forward pass
 to act, vmapped updates) on ale-py's vector environment (`@create_vector_atari_environment`,
 Dopamine's preprocessing, sticky actions 0.25), with the overlapped schedule
@@ -47,6 +50,8 @@ RESULTS = os.path.join(common.RESULTS_DIR, "reproduce_pong_dqn.json")
 # Dopamine's DQN and Rainbow curves on Pong, copied from ../shared/baselines/dopamine/pong_CNN.json.
 DOPAMINE_CURVES = os.path.join(common.REFERENCE_DIR, "dopamine_pong.json")
 DOPAMINE_ITERATION = 250_000
+# Our agent setting -> (gin file, Dopamine's agent name in its baselines).
+AGENTS = {"dqn": ("dqn/atari", "DQN"), "rainbow": ("rainbow/atari", "Rainbow")}
 
 
 def dopamine_curve(path: str, agent: str = "DQN") -> dict[int, list[float]]:
@@ -103,6 +108,8 @@ def main(argv=None) -> int:
     parser.add_argument("--chunk_steps", type=int, default=125_000, help="agent steps per runner iteration (divides 250k)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--game", default="Pong")
+    parser.add_argument("--agent", choices=tuple(AGENTS), default="dqn",
+                        help="dqn (dqn/atari.gin) or rainbow (rainbow/atari.gin, Dopamine's JAX Rainbow), each against its Dopamine curve")
     parser.add_argument("--dopamine_order", action="store_true", help="learn, then act (no overlap; slower)")
     parser.add_argument("--host_environments", action="store_true", help="AtariEnv list instead of ale-py's vector env")
     parser.add_argument("--deadline_s", type=float, default=None)
@@ -133,34 +140,35 @@ def main(argv=None) -> int:
     if not args.host_environments:
         bindings.append("MultiSeedRunner.create_batched_environment_fn = @create_vector_atari_environment")
     bindings += list(args.extra_bindings)
-    results = common.load_results(args.results, "pong_dqn", "DQN (dqn/atari.gin) on Pong vs Dopamine's published curve")
+    results = common.load_results(args.results, "pong_dqn", "DQN (dqn/atari.gin) and Rainbow (rainbow/atari.gin) on Pong vs Dopamine's published curves")
     results["command"] = " ".join(["python", "benchmarks/reproduce/pong_dqn.py", *(argv if argv is not None else sys.argv[1:])])
-    key = f"{args.game}/dqn"
-    meta = dict(game=args.game, agent="dqn", seeds=seeds, iterations_planned=args.iterations * chunks,
+    gin_file, dopamine_agent = AGENTS[args.agent]
+    key = f"{args.game}/{args.agent}"
+    meta = dict(game=args.game, agent=args.agent, seeds=seeds, iterations_planned=args.iterations * chunks,
                 steps_per_iteration=args.chunk_steps, chunks_per_dopamine_iteration=chunks, frames_per_step=4,
-                source="Dopamine JAX DQN (dqn/atari.gin); reference curve benchmarks/reference/dopamine_pong.json",
+                source=f"Dopamine JAX {dopamine_agent} ({gin_file}.gin); reference curve benchmarks/reference/dopamine_pong.json",
                 device=device, schedule="Dopamine order" if args.dopamine_order else "act_before_update (overlapped)")
     print(f"[reproduce] pong_dqn on {device}: {args.seeds} seeds, {args.iterations} Dopamine iterations "
           f"as {args.iterations * chunks} chunks of {args.chunk_steps} steps", flush=True)
     if deadline.expired(margin=30):
         common.record_unrun(results, args.results, key, meta | dict(runner="multi_seed"), "not_run", "deadline reached before start")
     else:
-        base_dir = os.path.join(args.runs_dir, args.game)
-        common.run_piece(results, args.results, key, meta, "multi_seed", base_dir, ("dqn/atari",), bindings,
+        base_dir = os.path.join(args.runs_dir, args.agent, args.game)
+        common.run_piece(results, args.results, key, meta, "multi_seed", base_dir, (gin_file,), bindings,
                          timeout=deadline.remaining(), echo=not args.quiet)
     piece = results["pieces"][key]
     merged = [merge_chunks(r, e, chunks) for r, e in zip(piece.get("train_return") or [], piece.get("train_episodes") or [])]
     piece["dopamine_iteration_return"] = merged
-    comparison = compare(merged, dopamine_curve(args.dopamine_curves)) if os.path.exists(args.dopamine_curves) else []
-    results["comparison"] = {key: comparison}
+    comparison = compare(merged, dopamine_curve(args.dopamine_curves, dopamine_agent)) if os.path.exists(args.dopamine_curves) else []
+    results.setdefault("comparison", {})[key] = comparison
     if os.path.exists(args.dopamine_curves):  # the reference band, for `python -m accumbens.plot reproduce`
-        reference = dopamine_curve(args.dopamine_curves)
+        reference = dopamine_curve(args.dopamine_curves, dopamine_agent)
         shown = [i for i in sorted(reference) if i < max(args.iterations + 2, 10)]
-        results["reference_curve"] = {args.game: {
-            "label": "Dopamine DQN, 5 seeds (mean, min..max)", "source": os.path.relpath(args.dopamine_curves, common.REPO),
+        results.setdefault("reference_curves", {}).setdefault(args.game, {})[f"Dopamine {dopamine_agent}"] = {
+            "label": f"Dopamine {dopamine_agent}, 5 seeds (mean, min..max)", "source": os.path.relpath(args.dopamine_curves, common.REPO),
             "iterations": shown, "frames_per_iteration": DOPAMINE_ITERATION * 4,
             "mean": [float(np.mean(reference[i])) for i in shown], "min": [min(reference[i]) for i in shown],
-            "max": [max(reference[i]) for i in shown]}}
+            "max": [max(reference[i]) for i in shown]}
     common.save_results(args.results, results)
 
     print(f"\n{'iteration':>9} {'ours (mean)':>12} {'Dopamine mean':>14} {'Dopamine min..max':>18} {'within':>7}  per seed")

@@ -33,7 +33,8 @@ STUDIES = (
       ("rainbow_revisiting", "Rainbow, Revisiting Rainbow settings, 10M frames"))),
     ("reproduce_atari100k.json", "atari100k", ("Pong", "Breakout", "Boxing", "Seaquest", "Kangaroo"),
      (("der", "DER, Atari 100k (eval score)"),)),
-    ("reproduce_pong_dqn.json", None, ("Pong",), (("dqn", "DQN, dqn/atari.gin, training return of the last iteration run"),)),
+    ("reproduce_pong_dqn.json", None, ("Pong",), (("dqn", "DQN, dqn/atari.gin, training return of the last iteration run"),
+                                                 ("rainbow", "Rainbow, rainbow/atari.gin, training return of the last iteration run"))),
 )
 HEADER = ("| game | agent | ours: mean [95% CI] (seeds, frames) | published | source |", "| --- | --- | ---: | ---: | --- |")
 
@@ -89,18 +90,18 @@ def table(results_dir: str = common.RESULTS_DIR, reference_dir: str = common.REF
                 ours = _ours(results, piece) if piece else "not yet run"
                 published, source = _published(reference, agent_key, game, piece) if reference_name else ("", "")
                 if reference_name is None:
-                    published, source = _dopamine_pong(results, game)
+                    published, source = _dopamine_pong(results, game, agent_key)
                 lines.append(f"| {game} | {label} | {ours} | {published} | {source} |")
     return "\n".join(lines)
 
 
-def _dopamine_pong(results: dict | None, game: str) -> tuple[str, str]:
-    """Dopamine's DQN at the last iteration we reached, else at iteration 4 (mean, min..max of 5 seeds)."""
-    from pong_dqn import DOPAMINE_CURVES, dopamine_curve
+def _dopamine_pong(results: dict | None, game: str, agent_key: str) -> tuple[str, str]:
+    """Dopamine's curve at the last iteration we reached, else at iteration 4 (mean, min..max of 5 seeds)."""
+    from pong_dqn import AGENTS, DOPAMINE_CURVES, dopamine_curve
 
-    rows = (results or {}).get("comparison", {}).get(f"{game}/dqn") or []
+    rows = (results or {}).get("comparison", {}).get(f"{game}/{agent_key}") or []
     iteration = rows[-1]["iteration"] if rows else 4
-    ref = dopamine_curve(DOPAMINE_CURVES)[iteration]
+    ref = dopamine_curve(DOPAMINE_CURVES, AGENTS[agent_key][1])[iteration]
     return (f"{np.mean(ref):.1f} ({min(ref):.1f}..{max(ref):.1f}) at iteration {iteration}",
             "Dopamine's published curve (5 seeds)")
 
