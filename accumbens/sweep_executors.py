@@ -16,7 +16,8 @@ One attempt (`run_attempt`): takes an exclusive `flock` on `<base_dir>/.sweep.lo
 subprocess too, so a second sweep never writes the same run concurrently), appends the output to
 `<base_dir>/sweep.log` after a header line naming the attempt, writes the subprocess id to
 `<base_dir>/.sweep.pid`, and on Linux asks the kernel to kill the subprocess if its launcher dies
-(a killed Ray worker leaves no orphan writing to the run folder).
+(a killed Ray worker leaves no orphan writing to the run folder; exit status 111: the launcher died
+before the subprocess started).
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 from typing import Callable, Optional, Sequence
 
 from accumbens.sweep import LOG_FILE, Run, Sweep
@@ -64,12 +66,21 @@ def _tail(path: str, lines: int = 8) -> str:
         return ""
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL it when the launching thread's process dies (Linux)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
+# Linux: the run's process asks the kernel for SIGKILL when its launcher dies, then becomes the
+# training process (PR_SET_PDEATHSIG survives exec). Done in a tiny Python prefix, not a
+# `preexec_fn`, so no Python code runs between fork and exec in the (multi-threaded) launcher.
+_DIE_WITH_PARENT = (
+    "import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGKILL); "  # PR_SET_PDEATHSIG = 1
+    "os.getppid() == int(sys.argv[1]) or sys.exit(111); os.execv(sys.argv[2], sys.argv[2:])"
+)
+# Forking to exec at once is safe, whatever JAX (imported here to validate gin configs) warns.
+warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+
+def _with_parent_death_signal(command: list[str]) -> list[str]:
+    if not sys.platform.startswith("linux"):
+        return command
+    return [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *command]
 
 
 def _lock(path: str, timeout: float) -> int:
@@ -111,13 +122,12 @@ def run_attempt(run: Run, env: dict, token: str, lock_timeout: float = 120.0, cw
             out.write(f"{_HEADER} {attempt} (sweep {token}) host {os.uname().nodename} at {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n")
             out.flush()
             process = subprocess.Popen(
-                run.command(),
+                _with_parent_death_signal(run.command()),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **env},
                 cwd=cwd if cwd and os.path.isdir(cwd) else None,
                 pass_fds=(fd,),  # the child holds the lock too, for as long as it lives
-                preexec_fn=_die_with_parent,
             )
             with open(os.path.join(run.base_dir, PID_FILE), "w") as f:
                 f.write(str(process.pid))

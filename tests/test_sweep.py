@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -144,3 +147,30 @@ def test_local_sweep_resumes_only_what_was_missing(tmp_path):
     assert len(table) == 4
     assert sorted((r["lr"], r["seed"]) for r in table) == [(0.0003, 0), (0.0003, 1), (0.001, 0), (0.001, 1)]
     assert all(r["iterations"] == 2 and r["game"] == "gym:CartPole-v1" and r["agent"] == "dqn" for r in table)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+def test_run_process_dies_with_its_launcher():
+    """A killed launcher (a Ray worker, the sweep) leaves no orphan training process behind."""
+    script = (
+        "import subprocess, sys; from accumbens.sweep_executors import _with_parent_death_signal as w; "
+        "p = subprocess.Popen(w(['/bin/sleep', '60'])); print(p.pid, flush=True); sys.stdin.readline()"
+    )
+    launcher = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    child = int(launcher.stdout.readline())
+
+    def alive(pid):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().split(")")[-1].split()[0] != "Z"  # a zombie has died
+        except FileNotFoundError:
+            return False
+
+    time.sleep(0.5)  # the prefix has exec'd sleep
+    assert alive(child)
+    launcher.kill()
+    launcher.wait()
+    deadline = time.monotonic() + 10
+    while alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(child)
