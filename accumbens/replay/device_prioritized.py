@@ -23,6 +23,9 @@ same n-step and stacking semantics; see `accumbens.replay.device`) plus a functi
 
 Differences from the host form (documented, by design):
   * masses and sums are float32 (the host tree is float64): probabilities agree to ~1e-6 relative;
+  * when one `update_priorities` call repeats an index, the largest mass recorded counts only the
+    value that was stored (the last); the host tree also counts the superseded ones. (Within a
+    batch, repeated draws of one transition get the same loss, so this rarely matters.)
   * there are no errors under `jit`: negative or non-finite priorities are stored as mass 0 (the
     agent's loss, which the runner logs, shows the divergence), and sampling from a buffer with
     no valid slot returns arbitrary in-range transitions with weight 1 (callers gate learning on
