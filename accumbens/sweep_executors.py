@@ -25,7 +25,6 @@ import concurrent.futures
 import dataclasses
 import fcntl
 import os
-import signal
 import subprocess
 import sys
 import threading

@@ -12,7 +12,6 @@ import glob
 import os
 import sys
 
-import numpy as np
 
 from accumbens.runners.logging import read_records
 
