@@ -308,7 +308,8 @@ def test_atari100k_der_end_to_end(tmp_path):
 # ----- committed results and the README -------------------------------------------------------------
 def committed_results():
     results_dir = os.path.join(REPO, "benchmarks", "results")
-    return [os.path.join(results_dir, f) for f in sorted(os.listdir(results_dir)) if f.startswith("reproduce_") and f.endswith(".json")]
+    paths = [os.path.join(results_dir, f) for f in sorted(os.listdir(results_dir)) if f.startswith("reproduce_") and f.endswith(".json")]
+    return [p for p in paths if "study" in json.load(open(p))]  # not reproduce_rliable_check.json (tested below)
 
 
 @pytest.mark.parametrize("path", committed_results() or [None])
@@ -336,3 +337,20 @@ def test_readme_table_is_generated_from_committed_results():
         readme = f.read()
     assert "## Reproduced baselines" in readme
     assert readme_table.table() in readme, "run: python benchmarks/reproduce/readme_table.py and paste it into README.md"
+
+
+def test_iqm_and_stratified_interval_agree_with_rliable():
+    """benchmarks/results/reproduce_rliable_check.json (benchmarks/reproduce/rliable_check.py, run with
+    rliable 1.2 in its own environment): rliable's IQM equals ours exactly and its 95% stratified
+    bootstrap endpoints are within Monte-Carlo error of ours; our side is recomputed here."""
+    from rliable_check import CASES, accumbens_estimate, score_matrix
+
+    check = json.load(open(os.path.join(REPO, "benchmarks", "results", "reproduce_rliable_check.json")))
+    assert [row["case"] for row in check["rows"]] == list(CASES)
+    for i, row in enumerate(check["rows"]):
+        runs, games, kind = CASES[row["case"]]
+        ours = accumbens_estimate(score_matrix(runs, games, kind, seed=i), check["reps"])
+        assert ours == pytest.approx(row["accumbens"])
+        assert row["rliable"]["iqm"] == pytest.approx(ours["iqm"], abs=1e-12)
+        assert abs(row["rliable"]["low"] - ours["low"]) < 0.05 * row["rliable_ci_width"]
+        assert abs(row["rliable"]["high"] - ours["high"]) < 0.05 * row["rliable_ci_width"]
