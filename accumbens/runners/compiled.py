@@ -16,8 +16,8 @@ programs:
 
 Seeds: both programs are `jax.vmap`ped over a leading seed axis (seeds `seed .. seed+num_seeds-1`);
 the seed axis is sharded over all visible devices with a 1-D `jax.sharding.Mesh` ('seeds'), so the
-same command uses one GPU or eight (the number of devices used is the largest divisor of
-`num_seeds` not above the device count). Seed i of a many-seed run computes what a one-seed run
+same command uses one GPU or eight (the number of devices used is the largest divisor of the
+number of members, `num_seeds` times the swept settings, not above the device count). Seed i of a many-seed run computes what a one-seed run
 with seed i computes. Under `accumbens.train --distributed` the devices are those of several
 processes (hosts, `jax.distributed`), and process 0 writes every file (`runners/distributed.py`).
 
@@ -52,10 +52,10 @@ Outputs, per seed under `base_dir/seed_<n>/` (a sweep: `base_dir/<binding>=<valu
 one folder level per swept binding, values as Python writes them, e.g.
 `create_optimizer.learning_rate=0.0003/seed_0/`): `metrics.csv`, `metrics.jsonl`, `tensorboard/` with
 the host runner's keys. Shared: `base_dir/config.gin` (the same configuration guard as the host
-runner) and `base_dir/checkpoints/ckpt-<iteration>/` (one flax msgpack file per member, `seed_<n>.msgpack`,
-or for a sweep its folder with '/' written '__', plus JSON metadata, written atomically by `CheckpointManager`; no pickle). Restarting with the same
-`base_dir` resumes from the last complete checkpoint and reproduces the uninterrupted run's
-numbers exactly on CPU.
+runner) and `base_dir/checkpoints/ckpt-<iteration>/` (one flax msgpack file per member,
+`seed_<n>.msgpack`, or for a sweep its folder name with '/' written '__', plus JSON metadata,
+written atomically by `CheckpointManager`; no pickle). Restarting with the same `base_dir` resumes
+from the last complete checkpoint and reproduces the uninterrupted run's numbers exactly on CPU.
 
 Settings left unset (None) fall back to the host runner's gin bindings (`Runner.training_steps`,
 ...) and environment name (`create_environment.name`), so a config written for the host runner

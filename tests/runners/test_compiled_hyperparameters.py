@@ -6,7 +6,8 @@
   separate one-value runs; outputs under base_dir/<binding>=<value>/seed_<n>/; a sweep killed
   after one iteration resumes to the uninterrupted sweep's numbers;
 - bindings that cannot be vmapped are refused with an error naming those that can; the sweep is
-  gin-bindable (the CLI's --gin_bindings path).
+  gin-bindable (the CLI's --gin_bindings path);
+- (slow) members shard over 4 forced CPU devices like seeds, with the unsharded run's numbers.
 """
 from __future__ import annotations
 
@@ -158,3 +159,39 @@ def test_sweep_is_gin_bindable(tmp_path):
     runner = _runner(tmp_path, [f"CompiledRunner.hyperparameters = {{'{_LR}': (1e-4, 3e-4, 1e-3)}}"], num_iterations=1)
     assert runner.num_members == 3 * 2 and runner.mesh.devices.size >= 1
     assert runner.member_names[-1] == f"{_LR}=0.001/seed_1"
+
+
+@pytest.mark.slow  # a subprocess with 4 forced CPU devices, two compilations (~2 min on 2 busy cores)
+def test_sweep_members_shard_like_seeds(tmp_path):
+    """2 rates x 2 seeds = 4 members over 4 fake CPU devices vs on one device: the same numbers
+    (to 1e-4: CartPole's float dynamics compile slightly differently once partitioned)."""
+    import json
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        import jax
+        assert len(jax.devices()) == 4, jax.devices()
+        sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
+        import test_compiled_hyperparameters as t
+        out = {{}}
+        for use_all in (False, True):
+            runner = t._runner({str(tmp_path)!r} + f"/{{use_all}}", num_iterations=1, use_all_devices=use_all,
+                               hyperparameters={{t._LR: t._RATES}})
+            assert runner.mesh.devices.size == (4 if use_all else 1)
+            out[str(use_all)] = runner.run_experiment()[0]
+        print("RESULT" + json.dumps(out))
+        """
+    )
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    result = subprocess.run([sys.executable, "-c", script], env=env, cwd=repo, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    out = json.loads(result.stdout.split("RESULT", 1)[1])
+    assert len(out["True"]) == 4
+    for a, b in zip(out["False"], out["True"]):
+        for key in ("train_episodes", "train_return_mean", "loss", "update_steps", "total_train_steps"):
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-4, err_msg=key)
