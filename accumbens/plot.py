@@ -410,9 +410,10 @@ def plot_reproduction(results_path: str, output_dir: str, reference: Optional[st
             x = (np.asarray(curve["iterations"]) + 1) * float(curve["frames_per_iteration"])
             shown = x <= x_max * 1.1 + curve["frames_per_iteration"] if x_max > 0 else np.ones_like(x, bool)
             shade = ("k", "0.45", "0.7")[j % 3]
-            ax.plot(x[shown], np.asarray(curve["mean"])[shown], color=shade, linewidth=1, linestyle=":" if j else "-",
+            band = {k: np.asarray(curve[k], dtype=np.float64) for k in ("mean", "min", "max")}  # None -> NaN
+            ax.plot(x[shown], band["mean"][shown], color=shade, linewidth=1, linestyle=":" if j else "-",
                     label=curve.get("label", "reference"))
-            ax.fill_between(x[shown], np.asarray(curve["min"])[shown], np.asarray(curve["max"])[shown], color=shade, alpha=0.12)
+            ax.fill_between(x[shown], band["min"][shown], band["max"][shown], color=shade, alpha=0.12)
         if x_max > 0:
             ax.set_xlim(0, x_max * 1.05)
         ax.set_title(game)
@@ -422,12 +423,13 @@ def plot_reproduction(results_path: str, output_dir: str, reference: Optional[st
         ax.axis("off")
     axes[0, 0].set_ylabel("training return" if study != "atari100k_der" else "training return per life")
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(4, len(handles)), fontsize="small")
     fig.suptitle(f"{study}: mean over seeds, 95% bootstrap band")
-    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    if handles:  # below the panels; savefig's tight box keeps it whole
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), 2 if columns == 1 else 4),
+                   fontsize="small")
     path = os.path.join(output_dir, f"reproduce_{study}_curves.png")
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     written.append(path)
 

@@ -40,6 +40,15 @@ RESULTS = os.path.join(common.RESULTS_DIR, "reproduce_minatar_host.json")
 COMPILED_RESULTS = os.path.join(common.RESULTS_DIR, "reproduce_minatar.json")
 
 
+def _finite_list(curves: np.ndarray, reduce) -> list:
+    """`reduce` over seeds per iteration, None where no seed has a value (JSON has no NaN)."""
+    out = []
+    for column in curves.T:
+        column = column[np.isfinite(column)]
+        out.append(float(reduce(column)) if column.size else None)
+    return out
+
+
 def _welch_p(a: np.ndarray, b: np.ndarray) -> float:
     from scipy import stats
 
@@ -144,6 +153,13 @@ def main(argv=None) -> int:
                                      f"iteration, this run {steps}")
         elif compiled is not None:
             comparison.update(compare(results["pieces"][key], compiled))
+            curves = np.array([[np.nan if v is None else v for v in c] for c in compiled.get("train_return") or []], np.float64)
+            if curves.size:  # the compiled run's band on the host run's figure (`accumbens.plot reproduce`)
+                results.setdefault("reference_curves", {})[args.game] = {"compiled runner (gymnax)": {
+                    "label": f"compiled runner, gymnax ({curves.shape[0]} seeds, mean, min..max)",
+                    "iterations": list(range(curves.shape[1])), "frames_per_iteration": compiled["steps_per_iteration"],
+                    "mean": _finite_list(curves, np.nanmean), "min": _finite_list(curves, np.nanmin),
+                    "max": _finite_list(curves, np.nanmax)}}
     results["comparison"] = {key: comparison}
     common.save_results(args.results, results)
     print_comparison(key, comparison)
