@@ -185,7 +185,7 @@ def test_device_frames_are_rebuilt_after_restore(tmp_path):
     _assert_store_matches_replay(runner)
 
 
-@pytest.mark.parametrize("mode", ["map", "unroll"])
+@pytest.mark.parametrize("mode", ["map", pytest.param("unroll", marks=pytest.mark.slow)])
 def test_seed_maps_give_each_seeds_separate_run(tmp_path, separate_runs, mode):
     """lax.map / unrolled seeds: each seed computes a single run's arithmetic."""
     runner, history = _multi(tmp_path, [0, 2], mode, update_map=mode, act_map=mode, device_frames=True)
