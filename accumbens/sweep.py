@@ -326,7 +326,7 @@ def _runner_num_iterations(runner_name: Optional[str]) -> int:
     return int(value)
 
 
-def validate(runs: Sequence[Run], first_only: bool = False) -> list[Run]:
+def validate(runs: Sequence[Run]) -> list[Run]:
     """Parses every run's gin config (in this process); returns the runs with `num_iterations` set.
 
     Raises:
@@ -336,10 +336,7 @@ def validate(runs: Sequence[Run], first_only: bool = False) -> list[Run]:
     from accumbens import train
 
     checked = []
-    for i, run in enumerate(runs):
-        if first_only and i:
-            checked.append(run)
-            continue
+    for run in runs:
         try:
             train.parse_config(run.gin_files, run.gin_bindings, run.gin_modules)
             num_iterations = _runner_num_iterations(run.runner)

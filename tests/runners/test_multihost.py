@@ -41,6 +41,9 @@ def _free_port() -> int:
 
 def _launch(base_dir, iterations: int, devices: int, process_id=None, port=None) -> subprocess.Popen:
     env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    # The resumed processes reuse the first ones' compiled programs (about a third less CPU time).
+    cache = os.path.join(os.path.dirname(str(base_dir)), "jax_cache")
+    env.update(JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
     cmd = [sys.executable, "-m", "accumbens.train", "--runner", "compiled", "--base_dir", str(base_dir),
            "--gin_files", "dqn/cartpole", "--gin_bindings", *BINDINGS, f"Runner.num_iterations = {iterations}"]
     if process_id is not None:
