@@ -96,16 +96,17 @@ def _index(tree, i: int):
 
 
 def pack_batch(batch: Batch):
-    """A host `Batch` as few device transfers: each transfer costs ~150 us of latency on the
-    device machine whatever its size, and a Batch has seven arrays. The frames go as they are;
-    action, reward, discount and weight go as one float32 [4, B] array (actions are small
-    integers, exact in float32); `index` stays on the host (only priorities need it). Batches of
-    other types, or with a mask, are transferred leaf by leaf."""
+    """A host `Batch` as few host arrays, handed straight to the compiled update (whose C++ call
+    path copies NumPy arguments to the device: ~8 us each on CPU, where a Python
+    `jax.device_put` costs ~150 us; see benchmarks/atari_throughput_notes.md). The frames go as
+    they are; action, reward, discount and weight go as one float32 [4, B] array (actions are
+    small integers, exact in float32); `index` stays on the host (only priorities need it).
+    Batches of other types, or with a mask, go leaf by leaf. The arrays are fresh from the
+    sampler and never written again, so an asynchronous copy may read them safely."""
     if type(batch) is not Batch or batch.mask is not None:
-        return jax.device_put(batch)
+        return batch
     small = np.stack([batch.action.astype(np.float32), batch.reward, batch.discount, batch.weight]).astype(np.float32)
-    return {"packed_frames": (jax.device_put(batch.observation), jax.device_put(batch.next_observation)),
-            "packed_small": jax.device_put(small)}
+    return {"packed_frames": (batch.observation, batch.next_observation), "packed_small": small}
 
 
 def unpack_batch(packed) -> Batch:
@@ -517,10 +518,10 @@ class MultiSeedRunner:
         return self._masks[key]
 
     def _sample(self, due: np.ndarray):
-        """One batch per due seed, copied to the device; returns (host batches, device batches [N]).
+        """One batch per due seed, packed for the compiled update; returns (host batches, packed batches [N]).
 
-        Seeds not due get a due seed's device batch (their update is computed and discarded), so
-        nothing is copied twice; the batched update stacks them on the device.
+        Seeds not due get a due seed's batch (their update is computed and discarded); the
+        batched update stacks them on the device.
         """
         start = time.perf_counter()
 
