@@ -19,6 +19,8 @@ Names:
                        benchmarks/minatar_parity.py (random-policy returns and lengths).
   gym:<id>             the gymnax port of a classic-control task, e.g. "gym:CartPole-v1".
 
+gymnax's Asterix gets one speed fix with identical outputs (`accumbens.environments.gymnax_fixes`).
+
 gymnax is an optional dependency (`pip install -e ".[jax-envs]"`); it is imported only here, on
 first use.
 """
@@ -27,6 +29,8 @@ from __future__ import annotations
 from typing import Any
 
 import gin
+
+from accumbens.environments import gymnax_fixes
 
 _MINATAR_IDS: dict[str, str] = {
     "asterix": "Asterix-MinAtar",
@@ -173,6 +177,8 @@ def create_jax_environment(
     """
     gymnax = _import_gymnax()
     gymnax_id, implied_kwargs = _resolve(name, list(gymnax.registered_envs))
+    if gymnax_id == "Asterix-MinAtar":
+        gymnax_fixes.install()  # same outputs, no while loop in the step (see gymnax_fixes)
     env, env_params = gymnax.make(gymnax_id, **{**implied_kwargs, **kwargs})
     if params:
         env_params = env_params.replace(**params)
