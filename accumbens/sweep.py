@@ -430,6 +430,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if executor not in sweep_executors.EXECUTORS:
         print(f"accumbens.sweep: unknown executor {executor!r}; valid: {sorted(sweep_executors.EXECUTORS)}", file=sys.stderr)
         return 2
+    if args.address and executor != "ray":
+        print("accumbens.sweep: --address joins a Ray cluster; add --executor ray", file=sys.stderr)
+        return 2
     if args.max_parallel is not None:
         sweep.max_parallel = args.max_parallel
     if args.max_retries is not None:
@@ -454,9 +457,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     record_runs(sweep, spec)
     todo = [run for run in sweep.runs if statuses[run.name] != "complete"]
     start = time.time()
-    results = sweep_executors.launch(
-        executor, todo, sweep, address=args.address, progress=not args.no_progress
-    ) if todo else []
+    try:
+        results = sweep_executors.launch(executor, todo, sweep, address=args.address, progress=not args.no_progress) if todo else []
+    except (ImportError, ValueError) as e:  # Ray not installed, --address without Ray
+        print(f"accumbens.sweep: {e}", file=sys.stderr)
+        return 2
     failed = [r for r in results if not r.ok]
     print(
         f"[sweep] done in {time.time() - start:.0f} s: {counts['complete']} skipped (complete), "

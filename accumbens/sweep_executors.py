@@ -157,7 +157,9 @@ def run_local(
                 returncode = run_attempt(run, sweep.env, token, cwd=cwd)
             except RunFailed as e:  # locked by another process
                 log = os.path.join(run.base_dir, LOG_FILE)
-                return RunResult(run.name, False, None, count_attempts(log, token), log, time.time() - start, str(e))
+                result = RunResult(run.name, False, None, count_attempts(log, token), log, time.time() - start, str(e))
+                on_done(result)
+                return result
             if returncode == 0:
                 break
         log = os.path.join(run.base_dir, LOG_FILE)
