@@ -28,7 +28,8 @@ a timed one. A configuration is env/frames/map/seeds/orders:
   orders   '+'-joined: 'dopamine' (learn, then act with the new parameters: the host Runner's
            order), 'overlap' (`act_before_update=True`: act, send actions, the update runs on the
            GPU while the emulators step), 'serial' ('overlap' with overlap off, whose timings
-           attribute the time to each part).
+           attribute the time to each part), 'pipelined' ('overlap' with the seeds in two
+           groups taking turns: one group acts while the other's emulators step; same numbers).
 Each configuration also probes its compiled calls alone (`probe_us`: acting round trip, update
 waited for, update dispatch, host sampling). The table gives milliseconds per tick (one agent
 step of every seed) by part; in 'overlap' the acting time includes waiting for the update.
@@ -77,6 +78,7 @@ def _accumbens(config: dict) -> dict:
     runner = MultiSeedRunner(
         base_dir=base_dir, seeds=seeds, create_batched_environment_fn=batched, training_steps=warmup,
         device_frames=config["frames"], act_map=config["map"].split(":")[0], update_map=config["map"].split(":")[-1],
+        pipeline="pipelined" in config["orders"],
         tensorboard=False, progress_bar=False,
     )
     setup_start = time.perf_counter()
@@ -85,7 +87,8 @@ def _accumbens(config: dict) -> dict:
     iteration = 1
     for order in config["orders"]:
         runner.act_before_update = order != "dopamine"
-        runner.overlap = order == "overlap"
+        runner.overlap = order in ("overlap", "pipelined")
+        runner.pipeline = order == "pipelined"
         runner.training_steps = 50 if config.get("quick") else 200  # compiles this schedule's calls
         runner.run_iteration(iteration)
         runner.training_steps = steps
@@ -271,11 +274,11 @@ def _table(results: dict) -> str:
 # acting and update mappings apart.
 DEFAULT_CONFIGS = (
     "vector/frames/vmap/1/overlap+serial+dopamine",
-    "vector/frames/vmap/3/overlap+serial",
+    "vector/frames/vmap/3/overlap+serial+pipelined",
     "vector/frames/unroll/3/overlap+serial",
     "vector/host/vmap/1/overlap",
     "vector/host/vmap/3/overlap",
-    "vector/frames/vmap/8/overlap+serial",
+    "vector/frames/vmap/8/overlap+serial+pipelined",
     "vector/frames/vmap:unroll/3/overlap",
     "vector/frames/unroll/8/overlap",
     "vector/frames/map/3/overlap",
@@ -290,8 +293,9 @@ def main() -> None:
     parser.add_argument("--configs", default=None,
                         help="comma list of env/frames|host/map/seeds/order+order..., e.g. "
                              "vector/frames/unroll/3/overlap+serial; map: vmap, map, unroll, or act:update "
-                             "such as vmap:unroll; orders: overlap, serial, dopamine")
+                             "such as vmap:unroll; orders: overlap, serial, dopamine, pipelined")
     parser.add_argument("--skip-cleanrl", action="store_true")
+    parser.add_argument("--skip-env-only", action="store_true", help="skip timing the vector environment alone")
     parser.add_argument("--max-minutes", type=float, default=7.0,
                         help="start no further configuration after this many minutes (results so far are kept)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -318,7 +322,9 @@ def main() -> None:
         print(json.dumps(results["cleanrl"]), flush=True)
         save()
     env_steps = 300 if args.quick else 1000
-    for num, extra in ((1, {}), (3, {}), (8, {}), (3, {"thread_affinity_offset": 1}), (8, {"thread_affinity_offset": 1})):
+    env_only = () if args.skip_env_only else (
+        (1, {}), (3, {}), (8, {}), (3, {"thread_affinity_offset": 1}), (8, {"thread_affinity_offset": 1}))
+    for num, extra in env_only:
         spec = {"env_only": {"num_envs": num, "steps": env_steps, **extra}}
         results["environment_only"].append(_child(["--child", json.dumps(spec)], 120))
     save()

@@ -428,6 +428,7 @@ class MultiSeedRunner:
         device_frames: Optional[bool] = None,
         act_map: str = "vmap",
         update_map: str = "vmap",
+        pipeline: bool = False,
         num_iterations: Optional[int] = None,
         training_steps: Optional[int] = None,
         evaluation_steps: Optional[int] = None,
@@ -460,6 +461,17 @@ class MultiSeedRunner:
             self.environment = EnvironmentList.create(create_environment_fn, self.num, self.max_steps_per_episode)
         else:
             self.environment = create_batched_environment_fn(num_envs=self.num, max_episode_steps=self.max_steps_per_episode)
+        self.pipeline = bool(pipeline) and self.num > 1
+        self._group_environments = []
+        if self.pipeline:  # two halves of the seeds, each with its own environments (see _pipelined_loop)
+            half = (self.num + 1) // 2
+            self._groups = [np.arange(half), np.arange(half, self.num)]
+            for group in self._groups:
+                if create_batched_environment_fn is None:
+                    env = EnvironmentList.create(create_environment_fn, len(group), self.max_steps_per_episode)
+                else:
+                    env = create_batched_environment_fn(num_envs=len(group), max_episode_steps=self.max_steps_per_episode)
+                self._group_environments.append(env)
         action_space = self.environment.single_action_space
         if not isinstance(action_space, gym.spaces.Discrete):
             raise ValueError(f"accumbens agents need a Discrete action space, got {action_space}")
@@ -572,9 +584,17 @@ class MultiSeedRunner:
         disable = (not sys.stderr.isatty()) if self.progress_bar is None else not self.progress_bar
         self._bar = tqdm.tqdm(total=min_steps * n, desc=f"iter {iteration} {name} x{n}", unit="step", leave=False, disable=disable)
         t = time.perf_counter()
-        observation = self.environment.reset([_phase_seed(s, iteration, phase) for s in self.seeds])
+        phase_seeds = [_phase_seed(s, iteration, phase) for s in self.seeds]
+        pipelined = training and self.pipeline and self.act_before_update and self.overlap and self.agent.frames is not None
+        if pipelined:  # every phase reseeds its environments, so which objects step them does not matter
+            observation = np.concatenate([env.reset([phase_seeds[i] for i in group])
+                                          for env, group in zip(self._group_environments, self._groups)])
+        else:
+            observation = self.environment.reset(phase_seeds)
         self.timings["environment"] += time.perf_counter() - t
-        if self.agent.frames is not None:
+        if pipelined:
+            self._pipelined_loop(observation, active)
+        elif self.agent.frames is not None:
             self._frames_loop(observation, active, training, lagged=training and self.act_before_update)
         elif training and self.act_before_update:
             self._lagged_loop(observation, active)
@@ -860,6 +880,100 @@ class MultiSeedRunner:
                 self._store(i, pending[i], finals)
         self._write_finals(finals)
         self.timings["replay"] += time.perf_counter() - t
+
+    def _pipelined_loop(self, observation, active: np.ndarray) -> None:
+        """`pipeline=True` (training, lagged, overlapped, device frames): the seeds are split in two
+        groups with their own environments, which take turns: while one group's emulators step,
+        the host acts for the other group, so acting (a device round trip) overlaps with stepping.
+
+        Per seed the sequence is the lagged schedule's: act on o_t with the parameters from before
+        this tick's update, store the transition of t-1, sample, update, step. Once per cycle (at
+        the second group's turn, when both groups have stored t-1) one compiled update serves the
+        due seeds of both groups, with the step counters from before the cycle's acting. So every
+        seed's numbers are those of `_frames_loop` (tested)."""
+        n, agent, frames = self.num, self.agent, self.agent.frames
+        observation = np.array(observation, copy=True)
+        new_episode = np.ones(n, bool)
+        pending: list = [None] * n
+        times: list = [None] * n
+        last_observation = [None] * n
+        actions = np.zeros(n, np.int64)
+        acted_at_send = [None, None]  # per group, which seeds its environments are stepping
+        in_flight = None
+        env_steps = jnp.asarray(np.array([a.env_steps for a in self.agents], np.int32))
+        while True:
+            steps_before = env_steps  # the counters the lagged update sees
+            acted = np.zeros(n, bool)
+            for g, (env, group) in enumerate(zip(self._group_environments, self._groups)):
+                if acted_at_send[g] is not None:
+                    t = time.perf_counter()
+                    result = env.recv()
+                    self.timings["environment"] += time.perf_counter() - t
+                    t = time.perf_counter()
+                    stepped = acted_at_send[g]
+                    for j, i in enumerate(group):
+                        if not stepped[i]:
+                            continue
+                        reward = float(result.reward[j])
+                        terminated = bool(result.terminated[j])
+                        ended = terminated or bool(result.truncated[j])
+                        final = np.array(result.final_observation[j], self.observation_dtype) if ended else None
+                        pending[i] = (last_observation[i], int(actions[i]), reward, terminated, ended and not terminated,
+                                      final, times[i])
+                        new_episode[i] = ended
+                        observation[i] = result.observation[j]
+                        self._end_step(i, reward, ended, active)
+                    self._bar.update(int(stepped.sum()))
+                    acted_at_send[g] = None
+                    self.timings["other"] += time.perf_counter() - t
+                mine = np.zeros(n, bool)
+                mine[group] = active[group]
+                if mine.any():
+                    t = time.perf_counter()
+                    rows = np.full(n, frames.scratch_row, np.int64)
+                    for i in np.flatnonzero(mine):
+                        p = pending[i]
+                        times[i] = self.agents[i].replay.add_count + (0 if p is None else 1 + (p[5] is not None))
+                        rows[i] = times[i] % frames.ring
+                        last_observation[i] = np.array(observation[i], self.observation_dtype)
+                    packed = frames.pack_frames(observation, rows, new_episode, mine)
+                    self.timings["other"] += time.perf_counter() - t
+                    t = time.perf_counter()
+                    out, agent.rng, env_steps, frames.store, frames.stacks = agent.act_frames(
+                        agent.state, agent.rng, frames.store, frames.stacks, packed, env_steps, training=True)
+                    actions[group] = np.asarray(out)[group]
+                    self.timings["acting"] += time.perf_counter() - t
+                    t = time.perf_counter()
+                    env.send(actions[group], mine[group])
+                    acted_at_send[g] = mine
+                    acted |= mine
+                    self.timings["environment"] += time.perf_counter() - t
+                t = time.perf_counter()
+                if g == 0 and in_flight is not None:
+                    self._apply_priorities(*in_flight)
+                    in_flight = None
+                finals: list = []
+                for i in group:
+                    if pending[i] is not None:
+                        self._store(i, pending[i], finals)
+                        pending[i] = None
+                self._write_finals(finals)
+                self.timings["replay"] += time.perf_counter() - t
+            if not acted.any():
+                break
+            due = self._due(acted)
+            if due.any():
+                host_batches, samples = self._sample_slots(due)
+                t = time.perf_counter()
+                agent.state, agent.rng, loss, priorities = agent.update_frames(
+                    agent.state, agent.rng, frames.store, samples, steps_before, self._mask(due))
+                agent.losses.append((due, loss))
+                in_flight = (due, host_batches, priorities)
+                self.timings["update"] += time.perf_counter() - t
+            for i in np.flatnonzero(acted):
+                self.agents[i].env_steps += 1
+        if in_flight is not None:
+            self._apply_priorities(*in_flight)
 
     def _flush(self, pending: list) -> None:
         """Stores each seed's deferred transition (o_t, a_t, r_t+1, terminated, truncated, final)."""

@@ -7,6 +7,7 @@ crossing `min_replay_history`, so updates, target syncs and epsilon decay all ha
 """
 import json
 import os
+from unittest import mock
 
 import jax
 import numpy as np
@@ -232,3 +233,24 @@ def test_sample_slots_rows_hold_the_sampled_frames(scheme):
     for key in ("action", "reward", "discount", "weight", "index"):
         np.testing.assert_array_equal(getattr(got, key), getattr(want, key))
     assert (got.observation == replay.capacity).any()  # padding rows were exercised
+
+
+def test_pipelined_groups_give_the_lagged_schedules_numbers(tmp_path):
+    """`pipeline=True` (two groups of seeds taking turns, each acting while the other's
+    environments step) changes when things happen, not what: records and parameters equal the
+    lagged schedule's, seed by seed, with a wrapping replay."""
+    small = ["ReplayBuffer.capacity = 260"]
+    plain, want = _multi(tmp_path, [0, 1, 2], "plain", extra=small, act_before_update=True, device_frames=True)
+    with mock.patch.object(MultiSeedRunner, "_pipelined_loop", autospec=True,
+                           side_effect=MultiSeedRunner._pipelined_loop) as loop:
+        piped, got = _multi(tmp_path, [0, 1, 2], "piped", extra=small, act_before_update=True, device_frames=True,
+                            pipeline=True)
+    assert loop.call_count == 2  # both training phases ran pipelined
+    for a, b in zip(got, want):
+        for x, y in zip(a, b):
+            _assert_same_records(x, y)
+    plain.agent.sync_to_agents()
+    piped.agent.sync_to_agents()
+    for x, y in zip(piped.agents, plain.agents):
+        jax.tree.map(np.testing.assert_array_equal, x.state, y.state)
+    _assert_store_matches_replay(piped)
