@@ -274,11 +274,13 @@ def _table(results: dict) -> str:
 # acting and update mappings apart.
 DEFAULT_CONFIGS = (
     "vector/frames/vmap/1/overlap+serial+dopamine",
-    "vector/frames/vmap/3/overlap+serial+pipelined",
-    "vector/frames/unroll/3/overlap+serial",
+    "vector/frames/vmap/3/overlap+serial",
+    "vector/frames/vmap/3/pipelined",  # own process: its two extra environments exist only there
     "vector/host/vmap/1/overlap",
     "vector/host/vmap/3/overlap",
-    "vector/frames/vmap/8/overlap+serial+pipelined",
+    "vector/frames/unroll/3/overlap",
+    "vector/frames/vmap/8/overlap+serial",
+    "vector/frames/vmap/8/pipelined",
     "vector/frames/vmap:unroll/3/overlap",
     "vector/frames/unroll/8/overlap",
     "vector/frames/map/3/overlap",
