@@ -13,7 +13,8 @@ same n-step and stacking semantics; see `accumbens.replay.device`) plus a functi
     (its row overwritten, or its frame stack reaching back to an overwritten row). Every `add`
     checks only the slots whose validity that one write can change: the n starts whose window
     may complete at the new step and the k starts at the old end whose stack (or row) the write
-    reaches, so an `add` costs O((n + k) * num_envs * log N), whatever the capacity;
+    reaches, so an `add` costs O((n + k) * num_envs * log N), whatever the capacity (and
+    never reads the storage it overwrites, so the write stays in place);
   * `update_priorities(index, priority)` sets p^alpha for slots still valid and ignores slots
     overwritten since they were sampled; with repeated indices the last priority wins;
   * sampling is stratified by default (one draw from each of `batch_size` equal-mass strata, as
@@ -106,26 +107,51 @@ class DevicePrioritizedReplayBuffer(DeviceReplayBuffer):
         count: jax.Array | None = None,
     ) -> DevicePrioritizedReplayState:
         """`DeviceReplayBuffer.add`, then the tree follows the slots whose validity changed:
-        new valid starts get the largest mass recorded, starts no longer valid get 0."""
+        new valid starts get the largest mass recorded, starts no longer valid get 0.
+
+        Everything is computed from the state *after* the write (reading the old storage as well
+        would make XLA copy the whole buffer on every step instead of writing it in place):
+          * the n starts t-n+1..t whose window may complete at t: valid before iff valid in the
+            new state seen with count = t (the rows they read, up to t-1, are unchanged);
+          * the k starts t-rows..t-rows+k-1 at the old end (the overwritten step and those whose
+            stack reaches it): set to 0 when invalid now; a slot already at 0 stays at 0.
+        They share a row only for t-rows and t, and the later write (t's) wins.
+        """
         t = state.count if count is None else jnp.asarray(count, jnp.int32)
         new = super().add(state, observation, action, reward, terminated, truncated, next_observation, count)
-        # Candidates, oldest first: the k starts at the old end (the overwritten step t - rows and
-        # the starts whose stack reaches it), then the n starts whose window may complete at t.
-        # They never share a row except t - rows and t, and the later write (t's) wins.
-        offsets = jnp.concatenate(
-            [jnp.arange(self.stack_size, dtype=jnp.int32) - self.rows, -jnp.arange(self.update_horizon - 1, -1, -1, dtype=jnp.int32)]
-        )
-        steps = jnp.broadcast_to((t + offsets)[:, None], (offsets.shape[0], self.num_envs)).reshape(-1)
-        envs = jnp.broadcast_to(jnp.arange(self.num_envs, dtype=jnp.int32)[None, :], (offsets.shape[0], self.num_envs)).reshape(-1)
-        before = self.is_valid(state, steps, envs)
-        after = self.is_valid(new, steps, envs)
-        gained, lost = after & ~before, before & ~after
-        slots = (steps % self.rows) * self.num_envs + envs
-        index = jnp.where(gained | lost, slots, -1)  # -1: dropped by set_priorities
-        value = jnp.where(gained, state.tree.max_recorded, 0.0)
+        n, k, e = self.update_horizon, self.stack_size, self.num_envs
+        envs_of = lambda steps: jnp.broadcast_to(jnp.arange(e, dtype=jnp.int32)[None, :], (steps.shape[0], e)).reshape(-1)  # noqa: E731
+        per_env = lambda steps: jnp.broadcast_to(steps[:, None], (steps.shape[0], e)).reshape(-1)  # noqa: E731
+        window_steps = t - jnp.arange(n - 1, -1, -1, dtype=jnp.int32)  # [n]
+        stale_steps = t - self.rows + jnp.arange(k, dtype=jnp.int32)  # [k]
+        window, window_env = per_env(window_steps), envs_of(window_steps)  # [n * E] each
+        stale, stale_env = per_env(stale_steps), envs_of(stale_steps)  # [k * E] each
+        gained = self.is_valid(new, window, window_env) & ~self.is_valid(new.replace(count=t), window, window_env)
+        dropped = ~self.is_valid(new, stale, stale_env)
+        steps = jnp.concatenate([stale, window])
+        envs = jnp.concatenate([stale_env, window_env])
+        write = jnp.concatenate([dropped, gained])
+        index = jnp.where(write, (steps % self.rows) * e + envs, -1)  # -1: dropped by set_priorities
+        value = jnp.where(jnp.concatenate([jnp.zeros_like(dropped), gained]), state.tree.max_recorded, 0.0)
         tree = jax_sum_tree.set_priorities(state.tree, index, value)
-        num_valid = state.num_valid + jnp.sum(gained, dtype=jnp.int32) - jnp.sum(lost, dtype=jnp.int32)
-        return new.replace(tree=tree, num_valid=num_valid)
+        return new.replace(tree=tree, num_valid=self._count_valid(new))
+
+    def _count_valid(self, state: DevicePrioritizedReplayState) -> jax.Array:
+        """Valid starts now, from O((n + k) * num_envs) rows: every stored step is valid except
+        (at most) the n-1 newest (window incomplete) and the k-1 oldest (stack reaching back to
+        an overwritten row)."""
+        n, k, e = self.update_horizon, self.stack_size, self.num_envs
+        filled = jnp.minimum(state.count, self.rows)
+        oldest = state.count - filled
+        newest = state.count - 1 - jnp.arange(n - 1, dtype=jnp.int32)  # [n-1]
+        first = oldest + jnp.arange(k - 1, dtype=jnp.int32)  # [k-1]
+        first = jnp.where(first < state.count - (n - 1), first, -1)  # not already among the newest
+        steps = jnp.concatenate([newest, first])
+        steps = jnp.where(steps >= oldest, steps, -1)  # -1: not stored (a small buffer), not counted
+        stored = jnp.broadcast_to((steps >= 0)[:, None], (steps.shape[0], e)).reshape(-1)
+        env = jnp.broadcast_to(jnp.arange(e, dtype=jnp.int32)[None, :], (steps.shape[0], e)).reshape(-1)
+        valid = self.is_valid(state, jnp.broadcast_to(steps[:, None], (steps.shape[0], e)).reshape(-1), env)
+        return (filled * e - jnp.sum(stored & ~valid)).astype(jnp.int32)
 
     def update_priorities(
         self, state: DevicePrioritizedReplayState, index: jax.Array, priority: jax.Array
