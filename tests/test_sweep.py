@@ -174,3 +174,20 @@ def test_run_process_dies_with_its_launcher():
     while alive(child) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not alive(child)
+
+
+def test_local_executor_retries_then_reports_the_failure(tmp_path):
+    """A run whose process keeps failing is launched 1 + max_retries times, then reported with its log."""
+    (tmp_path / "crash_on_import.py").write_text("import os\nprint('crashing on purpose', flush=True)\nos._exit(7)\n")
+    run = sweep.Run(
+        name="broken", base_dir=str(tmp_path / "broken"), gin_files=("dqn/cartpole",), gin_bindings=(),
+        params={}, gin_modules=("crash_on_import",), num_iterations=1,
+    )
+    s = sweep.Sweep([run], str(tmp_path), env={"PYTHONPATH": str(tmp_path)}, max_retries=1)
+    seen = []
+    from accumbens.sweep_executors import run_local
+
+    (result,) = run_local([run], s, on_done=seen.append)
+    assert (result.ok, result.returncode, result.attempts) == (False, 7, 2)
+    assert "crashing on purpose" in result.log_tail and seen == [result]
+    assert attempts(run.base_dir) == 2
