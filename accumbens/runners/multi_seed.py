@@ -46,6 +46,7 @@ environment bind `MultiSeedRunner.create_batched_environment_fn = @create_vector
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import inspect
 import os
 import sys
@@ -171,6 +172,12 @@ def device_frames_supported(replay) -> bool:
     return type(replay) in (ReplayBuffer, PrioritizedReplayBuffer)
 
 
+@functools.partial(jax.jit, donate_argnums=0)
+def _set_rows(store, seed, rows, values):
+    """store[seed, rows] = values, in place (for `DeviceFrames.upload`)."""
+    return store.at[seed, rows].set(values)
+
+
 class DeviceFrames:
     """Every seed's replay frames mirrored on the accelerator, and the acting frame stacks there.
 
@@ -244,12 +251,16 @@ class DeviceFrames:
         return out
 
     def upload(self, i: int, replay, chunk: int = 65536) -> None:
-        """Copies seed i's live replay frames to the device (after a checkpoint restore)."""
+        """Copies seed i's live replay frames to the device (after a checkpoint restore), in chunks
+        written in place (the store is donated: no second copy of it on the device)."""
         a, c = replay.add_count, self.capacity
         observation = replay._slot_arrays()["observation"]
+        chunk = min(chunk, c)
         for start in range(max(0, a - c), a, chunk):
-            logical = np.arange(start, min(a, start + chunk))
-            self.store = self.store.at[i, jnp.asarray(logical % self.ring)].set(jnp.asarray(observation[logical % c]))
+            logical = np.arange(start, start + chunk)
+            logical = np.where(logical < a, logical, logical[0])  # a full-size chunk: one compilation
+            self.store = _set_rows(self.store, np.int32(i), (logical % self.ring).astype(np.int32),
+                                   observation[logical % c])
 
     # ----- device side (inside jit) --------------------------------------------------------
     def unpack_frames(self, packed):
