@@ -4,7 +4,8 @@
     python -m accumbens.aggregate ROOT --metric train_return_mean --normalize minmax
 
 Every folder under ROOT with a `metrics.jsonl` is one seed of one run: a host-runner run folder,
-or a `seed_<n>/` folder of a compiled or multi-seed run (its parent is the run). A row of the
+or a `seed_<n>/` folder of a compiled or multi-seed run (its parent is the run; a compiled run
+that sweeps hyperparameters has one `<binding>=<value>/` folder per setting). A row of the
 table is (run, game, agent, the swept keys, seed) with the run's final and mean value of `metric`
 (default `eval_return_mean`, else `train_return_mean`). Swept keys come from the run's
 `sweep_run.json` (written by `accumbens.sweep`), else from `key=value` folder names; game and
@@ -105,8 +106,24 @@ def _path_params(root: str, run_dir: str) -> dict:
     return params
 
 
+def _nearest(start: str, root: str, name: str) -> Optional[str]:
+    """The folder holding `name`, from `start` up to `root` (inclusive), or None."""
+    folder, root = os.path.abspath(start), os.path.abspath(root)
+    while True:
+        if os.path.isfile(os.path.join(folder, name)):
+            return folder
+        if folder == root or os.path.dirname(folder) == folder:
+            return None
+        folder = os.path.dirname(folder)
+
+
 def find_runs(root: str) -> list[SeedRun]:
     """Every seed of every run under `root` (sorted by run name, then seed).
+
+    Layouts: `<run>/metrics.jsonl` (host runner), `<run>/seed_<n>/metrics.jsonl` (compiled and
+    multi-seed runners), `<run>/<binding>=<value>/seed_<n>/metrics.jsonl` (the compiled runner's
+    hyperparameter members). Game and agent come from the nearest `config.gin` above the metrics,
+    swept values from the `key=value` folder names and the nearest `sweep_run.json`.
 
     Raises:
       FileNotFoundError: `root` does not exist or holds no `metrics.jsonl`.
@@ -119,22 +136,22 @@ def find_runs(root: str) -> list[SeedRun]:
         if JSONL_FILE not in files:
             continue
         seed_match = _SEED_DIR.match(os.path.basename(folder))
-        parent = os.path.dirname(folder)
-        per_seed_folder = bool(seed_match) and os.path.isfile(os.path.join(parent, CONFIG_FILE))
-        run_dir = parent if per_seed_folder else folder
-        info = _game_and_agent(run_dir)
+        run_dir = os.path.dirname(folder) if seed_match else folder
+        config_dir = _nearest(folder, root, CONFIG_FILE)
+        info = _game_and_agent(config_dir) if config_dir else {"game": None, "agent": None, "seed": None}
         swept = _path_params(root, run_dir)
-        try:
-            with open(os.path.join(run_dir, RUN_FILE)) as f:
-                swept = json.load(f)["params"]
-        except (OSError, ValueError, KeyError):
-            pass
-        seed = int(seed_match.group(1)) if per_seed_folder else swept.get("seed", info["seed"])
+        sweep_dir = _nearest(run_dir, root, RUN_FILE)
+        if sweep_dir:
+            try:
+                with open(os.path.join(sweep_dir, RUN_FILE)) as f:
+                    swept.update(json.load(f)["params"])
+            except (OSError, ValueError, KeyError):
+                pass
+        seed = int(seed_match.group(1)) if seed_match else swept.get("seed", info["seed"])
         params = {"game": info["game"], "agent": info["agent"]}
         params.update({k: v for k, v in swept.items() if k not in ("seed", "game", "agent")})
         params["seed"] = seed
-        name = os.path.relpath(run_dir, root)
-        found.append(SeedRun("." if name == "." else name, folder, params))
+        found.append(SeedRun(os.path.relpath(run_dir, root), folder, params))
     if not found:
         raise FileNotFoundError(f"no {JSONL_FILE} under {root}: nothing to aggregate")
     return sorted(found, key=lambda r: (r.run, str(r.params["seed"])))

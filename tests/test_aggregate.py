@@ -100,3 +100,22 @@ def test_cli_writes_table_summary_and_plots(root, capsys):
     assert len(json.loads((out / "runs.json").read_text())) == 4
     assert "raw scores across games" in capsys.readouterr().out
     assert aggregate.main([str(root / "nothing")]) == 2
+
+
+def test_compiled_hyperparameter_members(tmp_path):
+    """The compiled runner's swept hyperparameters: base/<binding>=<value>/seed_<n>/, config.gin in base."""
+    base = tmp_path / "lr_sweep"
+    os.makedirs(base)
+    (base / "config.gin").write_text(COMPILED_CONFIG)
+    for value, returns in (("0.0001", [1.0, 3.0]), ("0.001", [2.0, 9.0])):
+        for seed in (3, 4):
+            _write_run(base / f"create_optimizer.learning_rate={value}" / f"seed_{seed}", [r + seed for r in returns])
+    rows = aggregate.collect(str(tmp_path))
+    assert [(r["run"], r["create_optimizer.learning_rate"], r["seed"], r["game"], r["final"]) for r in rows] == [
+        ("lr_sweep/create_optimizer.learning_rate=0.0001", 0.0001, 3, "minatar:breakout", 6.0),
+        ("lr_sweep/create_optimizer.learning_rate=0.0001", 0.0001, 4, "minatar:breakout", 7.0),
+        ("lr_sweep/create_optimizer.learning_rate=0.001", 0.001, 3, "minatar:breakout", 12.0),
+        ("lr_sweep/create_optimizer.learning_rate=0.001", 0.001, 4, "minatar:breakout", 13.0),
+    ]
+    groups = aggregate.summarize(rows, resamples=50)["groups"]
+    assert [(g["create_optimizer.learning_rate"], g["seeds"], g["mean"]) for g in groups] == [(0.0001, 2, 6.5), (0.001, 2, 12.5)]
