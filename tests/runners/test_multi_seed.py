@@ -179,10 +179,12 @@ def test_device_frames_match_the_host_path_when_the_replay_wraps(tmp_path):
 
 
 def test_device_frames_are_rebuilt_after_restore(tmp_path):
-    _, first = _multi(tmp_path, [0, 1], "resumed", extra=["Runner.num_iterations = 1"], device_frames=True)
+    small = ["Runner.num_iterations = 1", "ReplayBuffer.capacity = 150"]  # wrapped by the end of iteration 0
+    _, first = _multi(tmp_path, [0, 1], "resumed", extra=small, device_frames=True)
     runner = MultiSeedRunner(base_dir=str(tmp_path / "resumed"), seeds=[0, 1], tensorboard=False,
                              progress_bar=False, device_frames=True)
     assert runner._restore() == 1
+    assert runner.agents[0].replay.add_count > 150
     _assert_store_matches_replay(runner)
 
 
