@@ -37,6 +37,17 @@ update's priorities, for prioritized replay, before the next transition is store
 then the host work, then the update is waited for): identical numbers, which the tests check,
 and `timings` then attribute the wall time to environment, acting, update and replay.
 
+Device frames and batching options
+----------------------------------
+`device_frames` (default: on when JAX's backend is not the CPU): each seed's replay frames are
+mirrored on the device (`DeviceFrames`); a tick sends its new frames once, in the same compiled
+call that acts, and an update sends only its sample's frame rows. Identical numbers (tested).
+`act_map` / `update_map`: how seeds are batched inside the compiled calls ('vmap', 'map',
+'unroll'; see `map_over_seeds`). `pipeline=True` (training phases with `act_before_update`,
+`overlap` and device frames): two groups of seeds with their own environments take turns, so
+acting for one group overlaps the other group's environment step (`_pipelined_loop`; identical
+numbers, tested).
+
 Gin: `create_runner.default_runner = 'multi_seed'`, `MultiSeedRunner.seeds = (0, 1, 2)`; the
 schedule (`num_iterations`, `training_steps`, ...) comes from the `Runner.*` bindings unless
 given to `MultiSeedRunner`, so a host-runner gin file runs unchanged. For ale-py's vector
