@@ -297,12 +297,17 @@ def test_atari100k_der_end_to_end(tmp_path):
     import atari100k_der
 
     path = str(tmp_path / "a.json")
-    assert atari100k_der.main(["--games", "Pong", "--seeds", "2", "--iterations", "1", "--training_steps", "100", "--eval_episodes", "2",
-                               "--eval_envs", "2", "--quiet", "--runs_dir", str(tmp_path), "--results", path, "--extra_bindings",
-                               "RainbowAgent.min_replay_history = 50", "PrioritizedReplayBuffer.capacity = 1000"]) == 0
+    argv = ["--games", "Pong", "--seeds", "2", "--iterations", "1", "--training_steps", "100", "--eval_episodes", "2",
+            "--eval_envs", "2", "--eval_max_steps", "300", "--quiet", "--runs_dir", str(tmp_path), "--results", path, "--extra_bindings",
+            "RainbowAgent.min_replay_history = 50", "PrioritizedReplayBuffer.capacity = 1000", "Runner.max_steps_per_episode = 150"]
+    assert atari100k_der.main(argv) == 0
     piece = json.load(open(path))["pieces"]["Pong/der"]
-    assert piece["status"] == "complete" and piece["eval_episodes"] == [2, 2]
-    assert all(-21 <= s <= 21 for s in piece["eval_scores"])  # full Pong games: scores between -21 and 21
+    assert piece["status"] == "complete" and piece["eval_episodes"] == [2, 2] and piece["iterations_done"] == 1
+    assert all(-21 <= s <= 21 for s in piece["eval_scores"])  # Pong scores lie between -21 and 21
+    # Run again: training is not restarted and the finished evaluation is kept.
+    assert atari100k_der.main(argv) == 0
+    again = json.load(open(path))["pieces"]["Pong/der"]
+    assert again["eval_game_returns"] == piece["eval_game_returns"] and again["wall_seconds"] == piece["wall_seconds"]
 
 
 # ----- committed results and the README -------------------------------------------------------------

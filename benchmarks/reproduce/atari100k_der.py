@@ -217,19 +217,24 @@ def run_game(game: str, args, results: dict, deadline: common.Deadline, device: 
     previous = results["pieces"].get(key, {})
     piece = common.run_piece(results, args.results, key, meta, "multi_seed", base_dir, GIN_FILES, bindings,
                              timeout=deadline.remaining(), echo=not args.quiet, extra_env=extra_env)
-    if piece["status"] != "complete":
+    piece = dict(piece)
+    if piece.get("iterations_done", 0) < iterations:  # training cut short (deadline) or failed: no evaluation yet
         return
-    if previous.get("eval_complete") and previous.get("eval_episodes_planned") == args.eval_episodes:
+    if (previous.get("eval_complete") and previous.get("eval_episodes_planned") == args.eval_episodes
+            and previous.get("iterations_done") == piece["iterations_done"]):  # the same trained agents
         evaluation = {k: previous[k] for k in ("eval_scores", "eval_episodes", "eval_game_returns", "eval_seconds", "eval_complete")}
     elif deadline.expired(margin=60):
         evaluation = {"eval_error": "deadline reached before the evaluation"}
     else:
         evaluation = run_evaluation(key, base_dir, game, args, bindings, timeout=deadline.remaining())
+    piece.pop("eval_error", None)
     piece.update(evaluation)
     piece["eval_episodes_planned"] = args.eval_episodes
     if "eval_error" in evaluation or not evaluation.get("eval_complete"):
         piece["status"] = "partial"
         piece["note"] = "trained; " + evaluation.get("eval_error", "evaluation cut by the deadline (fewer episodes than planned)")
+    else:
+        piece["status"], piece["note"] = "complete", ""
     with common._LOCK:
         results["pieces"][key] = piece
         common.save_results(args.results, results)

@@ -241,6 +241,12 @@ def run_piece(
     (deadline or time limit), or 'failed' (the child exited with an error before finishing).
     """
     seeds = meta["seeds"]
+    with _LOCK:
+        previous = results["pieces"].get(key)
+    if (previous and previous.get("iterations_done", 0) >= meta["iterations_planned"] and previous.get("seeds") == seeds
+            and previous.get("gin_files") == list(gin_files) and previous.get("gin_bindings") == list(gin_bindings)):
+        print(f"[reproduce] {key}: already trained ({previous['iterations_done']} iterations), not started again", flush=True)
+        return previous
     start = time.monotonic()
     command = train_command(runner, base_dir, gin_files, gin_bindings)
     rc, timed_out, tail = run_child(command, timeout, os.path.join(base_dir, "reproduce.log"), echo=echo,
