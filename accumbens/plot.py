@@ -327,12 +327,17 @@ def reproduction_table(results: dict, reference: Optional[dict]) -> list[dict]:
 
 def format_table(rows: Sequence[dict]) -> str:
     """Markdown table of `reproduction_table` rows."""
-    lines = ["| game | agent | seeds | frames | ours (95% CI) | published | source | status |", "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |"]
+    lines = ["| game | agent | seeds | frames | ours (95% CI) | published | published inside our CI? | source | status |",
+             "| --- | --- | ---: | ---: | ---: | ---: | --- | --- | --- |"]
     for r in rows:
         ours = f"{r['ours']:.2f} [{r['low']:.2f}, {r['high']:.2f}]" if "ours" in r else "not yet run"
         published = f"{r['published']:.2f}" if "published" in r else "n/a"
+        inside = "-"
+        if "ours" in r and "published" in r:  # 'no' marks a game to investigate (issue 8)
+            inside = "yes" if r["low"] <= r["published"] <= r["high"] else ("no, ours higher" if r["low"] > r["published"] else "no, ours lower")
         frames = (f"{r['frames'] / 1e6:.2f}M" if r["frames"] >= 1e5 else f"{r['frames']:,}") if r["frames"] else "-"
-        lines.append(f"| {r['game']} | {r['agent']} | {r['seeds']} | {frames} | {ours} | {published} | {r.get('source', '')} | {r['status']} |")
+        lines.append(f"| {r['game']} | {r['agent']} | {r['seeds']} | {frames} | {ours} | {published} | {inside} | "
+                     f"{r.get('source', '')} | {r['status']} |")
     return "\n".join(lines)
 
 
