@@ -322,13 +322,14 @@ class CompiledRunner:
         # ----- devices
         devices = jax.devices() if use_all_devices else jax.devices()[:1]
         used = max(d for d in range(1, len(devices) + 1) if self.num_members % d == 0)
-        if jax.process_count() > 1:  # several processes (jax.distributed): each holds a share of the seeds
+        if jax.process_count() > 1:  # several processes (jax.distributed): each holds a share of the members
             devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
             used = len(devices)
-            if not use_all_devices or num_seeds % used:
+            if not use_all_devices or self.num_members % used:
                 raise ValueError(
-                    f"a run over {jax.process_count()} processes shards its seeds over all {used} devices: "
-                    f"num_seeds ({num_seeds}) must be a multiple of {used}, with use_all_devices=True"
+                    f"a run over {jax.process_count()} processes shards its members over all {used} devices: "
+                    f"the number of members ({self.num_members}: num_seeds x hyperparameter settings) must be "
+                    f"a multiple of {used}, with use_all_devices=True"
                 )
         self.mesh = Mesh(np.array(devices[:used]), ("seeds",))
         self.seed_sharding = NamedSharding(self.mesh, PartitionSpec("seeds"))
