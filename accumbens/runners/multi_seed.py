@@ -607,7 +607,8 @@ class MultiSeedRunner:
         self._bar = tqdm.tqdm(total=min_steps * n, desc=f"iter {iteration} {name} x{n}", unit="step", leave=False, disable=disable)
         t = time.perf_counter()
         phase_seeds = [_phase_seed(s, iteration, phase) for s in self.seeds]
-        pipelined = training and self.pipeline and self.act_before_update and self.overlap and self.agent.frames is not None
+        pipelined = (self.pipeline and self.overlap and self.agent.frames is not None
+                     and (self.act_before_update or not training))  # evaluation has no updates to order
         if pipelined:  # every phase reseeds its environments, so which objects step them does not matter
             observation = np.concatenate([env.reset([phase_seeds[i] for i in group])
                                           for env, group in zip(self._group_environments, self._groups)])
@@ -615,7 +616,7 @@ class MultiSeedRunner:
             observation = self.environment.reset(phase_seeds)
         self.timings["environment"] += time.perf_counter() - t
         if pipelined:
-            self._pipelined_loop(observation, active)
+            self._pipelined_loop(observation, active, training)
         elif self.agent.frames is not None:
             self._frames_loop(observation, active, training, lagged=training and self.act_before_update)
         elif training and self.act_before_update:
@@ -903,10 +904,11 @@ class MultiSeedRunner:
         self._write_finals(finals)
         self.timings["replay"] += time.perf_counter() - t
 
-    def _pipelined_loop(self, observation, active: np.ndarray) -> None:
-        """`pipeline=True` (training, lagged, overlapped, device frames): the seeds are split in two
-        groups with their own environments, which take turns: while one group's emulators step,
-        the host acts for the other group, so acting (a device round trip) overlaps with stepping.
+    def _pipelined_loop(self, observation, active: np.ndarray, training: bool = True) -> None:
+        """`pipeline=True` (overlapped, device frames; training phases with `act_before_update`, and
+        evaluation phases): the seeds are split in two groups with their own environments, which
+        take turns: while one group's emulators step, the host acts for the other group, so acting
+        (a device round trip) overlaps with stepping.
 
         Per seed the sequence is the lagged schedule's: act on o_t with the parameters from before
         this tick's update, store the transition of t-1, sample, update, step. Once per cycle (at
@@ -939,9 +941,10 @@ class MultiSeedRunner:
                         reward = float(result.reward[j])
                         terminated = bool(result.terminated[j])
                         ended = terminated or bool(result.truncated[j])
-                        final = np.array(result.final_observation[j], self.observation_dtype) if ended else None
-                        pending[i] = (last_observation[i], int(actions[i]), reward, terminated, ended and not terminated,
-                                      final, times[i])
+                        if training:
+                            final = np.array(result.final_observation[j], self.observation_dtype) if ended else None
+                            pending[i] = (last_observation[i], int(actions[i]), reward, terminated,
+                                          ended and not terminated, final, times[i])
                         new_episode[i] = ended
                         observation[i] = result.observation[j]
                         self._end_step(i, reward, ended, active)
@@ -953,7 +956,7 @@ class MultiSeedRunner:
                 if mine.any():
                     t = time.perf_counter()
                     rows = np.full(n, frames.scratch_row, np.int64)
-                    for i in np.flatnonzero(mine):
+                    for i in np.flatnonzero(mine) if training else ():
                         p = pending[i]
                         times[i] = self.agents[i].replay.add_count + (0 if p is None else 1 + (p[5] is not None))
                         rows[i] = times[i] % frames.ring
@@ -962,7 +965,7 @@ class MultiSeedRunner:
                     self.timings["other"] += time.perf_counter() - t
                     t = time.perf_counter()
                     out, agent.rng, env_steps, frames.store, frames.stacks = agent.act_frames(
-                        agent.state, agent.rng, frames.store, frames.stacks, packed, env_steps, training=True)
+                        agent.state, agent.rng, frames.store, frames.stacks, packed, env_steps, training=training)
                     actions[group] = np.asarray(out)[group]
                     self.timings["acting"] += time.perf_counter() - t
                     t = time.perf_counter()
@@ -983,6 +986,8 @@ class MultiSeedRunner:
                 self.timings["replay"] += time.perf_counter() - t
             if not acted.any():
                 break
+            if not training:
+                continue
             due = self._due(acted)
             if due.any():
                 host_batches, samples = self._sample_slots(due)

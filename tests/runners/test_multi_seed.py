@@ -239,15 +239,15 @@ def test_sample_slots_rows_hold_the_sampled_frames(scheme):
 
 def test_pipelined_groups_give_the_lagged_schedules_numbers(tmp_path):
     """`pipeline=True` (two groups of seeds taking turns, each acting while the other's
-    environments step) changes when things happen, not what: records and parameters equal the
-    lagged schedule's, seed by seed, with a wrapping replay."""
+    environments step) changes when things happen, not what: training and evaluation records and
+    parameters equal the lagged schedule's, seed by seed, with a wrapping replay."""
     small = ["ReplayBuffer.capacity = 260"]
     plain, want = _multi(tmp_path, [0, 1, 2], "plain", extra=small, act_before_update=True, device_frames=True)
     with mock.patch.object(MultiSeedRunner, "_pipelined_loop", autospec=True,
                            side_effect=MultiSeedRunner._pipelined_loop) as loop:
         piped, got = _multi(tmp_path, [0, 1, 2], "piped", extra=small, act_before_update=True, device_frames=True,
                             pipeline=True)
-    assert loop.call_count == 2  # both training phases ran pipelined
+    assert loop.call_count == 4  # both iterations' training and evaluation phases ran pipelined
     for a, b in zip(got, want):
         for x, y in zip(a, b):
             _assert_same_records(x, y)
