@@ -464,7 +464,8 @@ class CompiledRunner:
         return new, completed
 
     def _update(self, s: SeedState, due: jax.Array):
-        """One update from replay; returns the fields it changes (agent, rng, loss statistics, replay).
+        """One update from replay; returns the fields it changes (agent, rng, loss statistics, and
+        the prioritized replay's sum tree, else None).
 
         The caller keeps the agent, rng and loss results only where `due`; prioritized replay
         gets the new priorities (the agent's `metrics['priorities']`) only where `due`, by
@@ -473,7 +474,7 @@ class CompiledRunner:
         rng, sample_key, update_key = jax.random.split(s.rng, 3)
         batch = self.replay.sample(s.replay, sample_key, self.batch_size)
         agent_state, metrics = self.agent.update(s.agent, batch, update_key)
-        replay = s.replay
+        tree = None  # only the sum tree changes (returning the whole replay would copy its storage)
         if self.prioritized:
             if "priorities" not in metrics:
                 raise ValueError(
@@ -481,8 +482,8 @@ class CompiledRunner:
                     "priority per sample); this agent's metrics are " + repr(sorted(metrics))
                 )
             index = jnp.where(due, batch.index, -1)
-            replay = self.replay.update_priorities(s.replay, index, metrics["priorities"])
-        return agent_state, rng, s.loss_sum + metrics["loss"], s.update_count + 1, replay
+            tree = self.replay.update_priorities(s.replay, index, metrics["priorities"]).tree
+        return agent_state, rng, s.loss_sum + metrics["loss"], s.update_count + 1, tree
 
     def _train_phase(self, states: SeedState, start_tick: jax.Array) -> tuple[SeedState, jax.Array]:
         """A training phase for all seeds: returns (states, completed-episode returns [S, T, E])."""
@@ -493,15 +494,16 @@ class CompiledRunner:
             # The same for every seed (all step in lock step), so it stays a scalar outside vmap.
             due = jnp.minimum(tick, self.replay.rows) * self.num_envs >= self.min_replay_history
             for _ in range(self.updates_per_chunk):
-                agent_state, rng, loss_sum, count, replay = jax.vmap(self._update, in_axes=(0, None))(states, due)
+                agent_state, rng, loss_sum, count, tree = jax.vmap(self._update, in_axes=(0, None))(states, due)
                 keep = lambda new, old: jnp.where(due, new, old)  # noqa: E731
                 states = states.replace(
                     agent=jax.tree.map(keep, agent_state, states.agent),
                     rng=keep(rng, states.rng),
                     loss_sum=keep(loss_sum, states.loss_sum),
                     update_count=keep(count, states.update_count),
-                    replay=replay,  # changed (priorities) only where due
                 )
+                if tree is not None:  # new priorities, written only where due
+                    states = states.replace(replay=states.replay.replace(tree=tree))
             # `tick` is unbatched (outside vmap): replay writes are slice updates, not scatters.
             step = jax.vmap(self._train_tick, in_axes=(0, None))
             if self.ticks_per_chunk == 1:  # no inner loop (one loop iteration less per step on GPUs)
