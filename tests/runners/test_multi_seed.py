@@ -256,3 +256,37 @@ def test_pipelined_groups_give_the_lagged_schedules_numbers(tmp_path):
     for x, y in zip(piped.agents, plain.agents):
         jax.tree.map(np.testing.assert_array_equal, x.state, y.state)
     _assert_store_matches_replay(piped)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32, np.bool_])
+def test_device_frames_pack_and_write_round_trip(dtype):
+    """A tick's frames, rows and flags survive `pack_frames` -> `write` for every storage dtype
+    (Atari and MinAtar uint8, classic control float32); stacks push newest last, reset at episode
+    starts and stay put for inactive seeds."""
+    from accumbens.replay.circular import ReplayBuffer
+    from accumbens.runners.multi_seed import DeviceFrames
+
+    replays = [ReplayBuffer(20, (2, 3), dtype, stack_size=3) for _ in range(3)]
+    frames = DeviceFrames(replays, (2, 3, 3), dtype)
+    rng = np.random.default_rng(0)
+    history = []
+    store, stacks = frames.store, frames.stacks
+    for tick in range(4):
+        data = (rng.normal(size=(3, 2, 3)) * 100).astype(dtype)
+        rows = np.array([tick, 5 + tick, frames.scratch_row])
+        new_episode = np.array([tick == 0, tick in (0, 2), True])
+        active = np.array([True, True, tick < 2])
+        packed = frames.pack_frames(data, rows, new_episode, active)
+        store, stacks, got_active = jax.jit(frames.write)(store, stacks, packed)
+        np.testing.assert_array_equal(got_active, active)
+        history.append((data, new_episode, active))
+        for i in range(3):
+            np.testing.assert_array_equal(np.asarray(store)[i, rows[i]], data[i])
+    # Seed 0: one episode of 4 frames -> last three; seed 1: new episode at tick 2 -> frames 2, 3
+    # after a zero; seed 2: active for ticks 0 and 1, each a new episode -> zeros, zeros, frame 1.
+    want = np.zeros((3, 2, 3, 3), dtype)
+    want[0] = np.stack([history[t][0][0] for t in (1, 2, 3)], axis=-1)
+    want[1, ..., 1], want[1, ..., 2] = history[2][0][1], history[3][0][1]
+    want[2, ..., 2] = history[1][0][2]
+    np.testing.assert_array_equal(np.asarray(stacks), want)
+    assert not np.asarray(store)[:, frames.zero_row].any()
