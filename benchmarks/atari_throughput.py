@@ -34,7 +34,7 @@ Each configuration also probes its compiled calls alone (`probe_us`: acting roun
 waited for, update dispatch, host sampling). The table gives milliseconds per tick (one agent
 step of every seed) by part; in 'overlap' the acting time includes waiting for the update.
 
-Device command (about 6 minutes on an H100; see /work/notes or the README's multi-seed section):
+Device command (about 7 minutes on an H100, at most about 9: the --max-minutes guard):
   python benchmarks/atari_throughput.py --out $OUT/atari_throughput.json
 """
 from __future__ import annotations
@@ -269,7 +269,7 @@ def _table(results: dict) -> str:
     return "\n".join(rows)
 
 
-# env/frames/map/seeds/orders, most important first; about 6.5 minutes on the device H100 (the
+# env/frames/map/seeds/orders, most important first; about 7 minutes on the device H100 (the
 # --max-minutes guard skips the tail if compilation or the machine is slower). map 'a:u' sets the
 # acting and update mappings apart.
 DEFAULT_CONFIGS = (
