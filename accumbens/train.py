@@ -162,6 +162,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def results_layout(base_dir: str) -> tuple[str, str]:
+    """(what a finished run wrote, the run folders to plot) for the closing message.
+
+    Host runs write their files into `base_dir`; compiled and multi_seed runs into `seed_<n>/`
+    folders, which a compiled hyperparameter sweep nests under one `<binding>=<value>/` folder per
+    swept binding.
+    """
+    files = "metrics.csv, metrics.jsonl, tensorboard/"
+    per_seed = sorted(glob.glob(os.path.join(glob.escape(base_dir), "**", "seed_*", "metrics.jsonl"), recursive=True))
+    if not per_seed:
+        return f"{base_dir}: {files}, config.gin, checkpoints/", base_dir
+    depth = os.path.relpath(per_seed[0], base_dir).count(os.sep) - 1  # folders above seed_<n>
+    layout = "/".join(["<binding>=<value>"] * depth + ["seed_<n>"])
+    runs = os.path.join(base_dir, *(["*"] * depth), "seed_*")
+    return f"{base_dir}: config.gin, checkpoints/, and per run {layout}/{{{files}}}", runs
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     base_dir = args.base_dir or os.path.join("runs", os.path.splitext(args.gin_files[0])[0].replace("/", "_"))
@@ -199,13 +216,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     print(f"[accumbens] writing to {runner.base_dir}", flush=True)
     runner.run_experiment()
-    files = "metrics.csv, metrics.jsonl, tensorboard/"
-    if glob.glob(os.path.join(glob.escape(base_dir), "seed_*", "metrics.jsonl")):  # compiled, multi_seed
-        runs = os.path.join(base_dir, "seed_*")
-        where = f"{runner.base_dir}: config.gin, checkpoints/, and per seed seed_<n>/{{{files}}}"
-    else:
-        runs = base_dir
-        where = f"{runner.base_dir}: {files}, config.gin, checkpoints/"
+    where, runs = results_layout(runner.base_dir)
     print(f"[accumbens] done. Results in {where}. Plot with: python -m accumbens.plot {runs} -o curves.png", flush=True)
     return 0
 

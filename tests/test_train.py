@@ -106,3 +106,26 @@ def test_plot_draws_mean_and_band_over_seeds(tmp_path):
     np.testing.assert_allclose(mean, [1.0, 2.0, 3.0])
     np.testing.assert_allclose(high - low, [2.0, 2.0, 2.0])
     assert plot.group_name("runs/cartpole_seed1") == "cartpole"
+
+
+def test_results_layout_names_host_per_seed_and_sweep_folders(tmp_path):
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "metrics.jsonl").write_text("")
+    where, runs = train.results_layout(str(host))
+    assert runs == str(host) and "metrics.jsonl" in where
+
+    seeds = tmp_path / "compiled"
+    for n in (0, 1):
+        (seeds / f"seed_{n}").mkdir(parents=True)
+        (seeds / f"seed_{n}" / "metrics.jsonl").write_text("")
+    where, runs = train.results_layout(str(seeds))
+    assert runs == str(seeds / "seed_*") and "per run seed_<n>/" in where
+
+    sweep = tmp_path / "sweep"
+    for lr in ("0.001", "0.003"):
+        folder = sweep / f"create_optimizer.learning_rate={lr}" / "seed_0"
+        folder.mkdir(parents=True)
+        (folder / "metrics.jsonl").write_text("")
+    where, runs = train.results_layout(str(sweep))
+    assert runs == str(sweep / "*" / "seed_*") and "<binding>=<value>/seed_<n>/" in where
