@@ -27,7 +27,7 @@ setup(
         "matplotlib>=3.8",
     ],
     extras_require={
-        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "gymnax>=1.0.1"],
+        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "gymnax>=1.0.1", "ray>=2.9"],  # ray: the sweep's Ray test
         "jax-envs": ["gymnax>=1.0.1"],
         "cluster": ["ray>=2.9"],  # accumbens.sweep --executor ray
     },
