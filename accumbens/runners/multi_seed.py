@@ -404,6 +404,25 @@ class BatchedAgent:
             frames_, rows, _, _ = frames.unpack_frames(packed)
             return store.at[jnp.arange(self.num), rows].set(frames_)
 
+        def group_act_frames(lo: int, hi: int):
+            """`act_frames` computing only seeds lo..hi-1 (a pipeline group): the others' states are
+            not read, so acting for half the seeds costs half (where compute, not latency, rules)."""
+            acts = {training: map_over_seeds(lambda s, r, o, e, t=training: first._act(s, r, o, e, training=t),
+                                             (0, 0, 0, 0), hi - lo, act_map) for training in (False, True)}
+
+            def fn(state, rng, store, stacks, packed, env_steps, training: bool):
+                store, stacks, active = frames.write(store, stacks, packed)
+                sub = jax.tree.map(lambda leaf: leaf[lo:hi], state)
+                actions, new_rng = acts[training](sub, rng[lo:hi], stacks[lo:hi], env_steps[lo:hi])
+                mine = active[lo:hi]
+                rng = rng.at[lo:hi].set(jnp.where(mine[:, None], new_rng, rng[lo:hi]))
+                if training:
+                    env_steps = env_steps.at[lo:hi].add(mine.astype(jnp.int32))
+                return jnp.zeros(self.num, actions.dtype).at[lo:hi].set(actions), rng, env_steps, store, stacks
+
+            return jax.jit(fn, static_argnames="training", donate_argnames=("store", "stacks"))
+
+        self.group_act_frames = functools.lru_cache(maxsize=None)(group_act_frames)
         self.act_frames = jax.jit(act_frames_fn, static_argnames="training", donate_argnames=("store", "stacks"))
         self.update_and_act_frames = jax.jit(update_and_act_frames_fn, donate_argnames=("store", "stacks"))
         self.update_frames = jax.jit(update_frames_fn)
@@ -964,8 +983,9 @@ class MultiSeedRunner:
                     packed = frames.pack_frames(observation, rows, new_episode, mine)
                     self.timings["other"] += time.perf_counter() - t
                     t = time.perf_counter()
-                    out, agent.rng, env_steps, frames.store, frames.stacks = agent.act_frames(
-                        agent.state, agent.rng, frames.store, frames.stacks, packed, env_steps, training=training)
+                    out, agent.rng, env_steps, frames.store, frames.stacks = agent.group_act_frames(
+                        int(group[0]), int(group[-1]) + 1)(agent.state, agent.rng, frames.store, frames.stacks, packed,
+                                                           env_steps, training=training)
                     actions[group] = np.asarray(out)[group]
                     self.timings["acting"] += time.perf_counter() - t
                     t = time.perf_counter()
