@@ -1,9 +1,18 @@
 """Fixtures shared across test modules."""
+import gin
 import numpy as np
 import pytest
 
 from accumbens import train
 from accumbens.runners.runner import Runner
+
+
+@pytest.fixture(autouse=True)
+def _fresh_gin_config():
+    """Every test starts from an empty gin configuration: bindings parsed by an earlier test in the
+    same worker (e.g. create_optimizer.eps) must not leak into code that reads gin defaults."""
+    gin.clear_config()
+    yield
 
 
 @pytest.fixture

@@ -12,6 +12,13 @@ parallel forms. Each step costs ``O(D d)`` per head, independent of how many ste
 before. ``scale`` multiplies numerator and denominator alike, so it cancels here; it is
 accepted for symmetry with the parallel API.
 
+Accuracy: each score phi_q(q)^T phi_k(k) = (q.k)^p is a sum of terms of both signs, so where q is
+nearly orthogonal to every key seen so far, its relative error is about machine epsilon times
+sum_j |q|^p |k_j|^p / sum_j (q.k_j)^p. The quadratic form raises q.k itself and does not lose
+these digits. In float64 this ratio reached 1e12 for some random degree-4 inputs, head_dim 3,
+without gating, where the outputs then agree only to about 1e-6. The tests bound the error by
+it (tests/sequence/test_power_attention_api.py).
+
 Example (acting in an RL loop)::
 
     state = init_state(batch=8, kv_heads=4, head_dim=32, degree=2)

@@ -7,7 +7,7 @@ import pytest
 from accumbens.sequence import expanded_dim, init_state, power_attention, step
 from accumbens.sequence.chunked import power_attention_chunked
 from accumbens.sequence.reference import power_attention_reference
-from pa_helpers import make_inputs, rel_err
+from pa_helpers import make_inputs, rel_err, score_condition
 
 
 @pytest.mark.parametrize("p,gate", [(2, True), (4, False)])
@@ -26,7 +26,10 @@ def test_recurrent_matches_parallel(p, gate, rng):
         final, ys = jax.lax.scan(lambda s, x: step(s, *x), state, xs[:3])
     else:
         final, ys = jax.lax.scan(body, state, xs)
-    assert rel_err(jnp.moveaxis(ys, 0, 1), y0) < 1e-10
+    # The step scores through phi(q) . phi(k): error ~ eps x score_condition (1.5e-17 x it at
+    # most over 60 random draws of this shape), 1e-10 for well-conditioned inputs.
+    bound = max(1e-10, 1e-15 * score_condition(q, k, p))
+    assert rel_err(jnp.moveaxis(ys, 0, 1), y0) < bound
     assert final.S.shape == (b, hk, expanded_dim(d, p), d)
 
 
