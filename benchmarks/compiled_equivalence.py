@@ -240,12 +240,11 @@ def _nanmean(x, axis=None):
 
 def _bootstrap_difference(a: np.ndarray, b: np.ndarray, resamples: int = 20000, seed: int = 0) -> dict:
     """Difference of means b - a with a 95% percentile interval, resampling each group's seeds
-    independently; p: two-sided bootstrap p-value (twice the smaller tail mass at 0)."""
-    rng = np.random.default_rng(seed)
-    diffs = rng.choice(b, (resamples, b.size)).mean(1) - rng.choice(a, (resamples, a.size)).mean(1)
-    low, high = np.quantile(diffs, [0.025, 0.975])
-    p = min(1.0, 2 * min(np.mean(diffs <= 0), np.mean(diffs >= 0)))
-    return {"difference": float(b.mean() - a.mean()), "low": float(low), "high": float(high), "p": float(p)}
+    independently; p: two-sided bootstrap p-value (`accumbens.analysis.bootstrap_difference_ci`)."""
+    from accumbens.analysis import bootstrap_difference_ci
+
+    difference, low, high, p = bootstrap_difference_ci(b, a, resamples=resamples, seed=seed)
+    return {"difference": difference, "low": low, "high": high, "p": p}
 
 
 def _test(host: np.ndarray, compiled: np.ndarray) -> dict:

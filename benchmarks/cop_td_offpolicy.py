@@ -30,30 +30,22 @@ import time
 
 import numpy as np
 
+from accumbens.analysis import bootstrap_ci, bootstrap_difference_ci
+
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 VARIANTS = {"cop_td": True, "uncorrected": False}
 
 
-def bootstrap_ci(values, rng, resamples: int = 10000, level: float = 0.95):
-    """(mean, low, high): percentile bootstrap confidence interval of the mean over seeds."""
+def _finite(values) -> np.ndarray:
+    """The seeds' values that are finite (a seed with no completed evaluation episode is NaN)."""
     values = np.asarray(values, np.float64)
-    values = values[np.isfinite(values)]
-    if len(values) == 0:
-        return float("nan"), float("nan"), float("nan")
-    means = rng.choice(values, size=(resamples, len(values))).mean(axis=1)
-    tail = (1.0 - level) / 2.0
-    return float(values.mean()), float(np.quantile(means, tail)), float(np.quantile(means, 1.0 - tail))
+    return values[np.isfinite(values)]
 
 
-def bootstrap_difference_ci(a, b, rng, resamples: int = 10000, level: float = 0.95):
-    """(mean(a) - mean(b), low, high), resampling the seeds of each side independently."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-    if len(a) == 0 or len(b) == 0:
-        return float("nan"), float("nan"), float("nan")
-    diffs = rng.choice(a, size=(resamples, len(a))).mean(1) - rng.choice(b, size=(resamples, len(b))).mean(1)
-    tail = (1.0 - level) / 2.0
-    return float(a.mean() - b.mean()), float(np.quantile(diffs, tail)), float(np.quantile(diffs, 1.0 - tail))
+def finite_mean_ci(values) -> tuple[float, float, float]:
+    """(mean, low, high) over the seeds with a finite value: 95% percentile bootstrap (NaN if none)."""
+    values = _finite(values)
+    return bootstrap_ci(values, resamples=10000) if values.size else (float("nan"),) * 3
 
 
 def run_variant(args, name: str, weighting: bool) -> dict:
@@ -147,16 +139,17 @@ def main() -> None:
 
 def summarise(args, results: dict, device: str, jax_version: str) -> dict:
     """The JSON record: per-iteration mean and CI per variant, final returns, their difference."""
-    rng = np.random.default_rng(0)
     curves, final = {}, {}
     for name, result in results.items():
         per_seed = [[np.nan if r["eval_return_mean"] is None else r["eval_return_mean"] for r in recs] for recs in result["records"].values()]
         returns = np.array(per_seed, np.float64)  # [seeds, iterations]
-        curves[name] = [bootstrap_ci(returns[:, i], rng) for i in range(returns.shape[1])]
+        curves[name] = [finite_mean_ci(returns[:, i]) for i in range(returns.shape[1])]
         final[name] = returns[:, -1].tolist()
     difference = [float("nan")] * 3
     if len(final) == len(VARIANTS):
-        difference = list(bootstrap_difference_ci(final["cop_td"], final["uncorrected"], rng))
+        a, b = _finite(final["cop_td"]), _finite(final["uncorrected"])
+        if a.size and b.size:
+            difference = list(bootstrap_difference_ci(a, b, resamples=10000)[:3])
     return {
         "benchmark": "cop_td_offpolicy",
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

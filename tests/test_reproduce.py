@@ -82,17 +82,6 @@ def test_minatar_host_cross_check(minatar_runs):
     assert comparison["verdict"].startswith(("agree", "differ"))
 
 
-def test_difference_interval_against_normal_theory():
-    from minatar_host import difference_ci
-
-    rng = np.random.default_rng(0)
-    a, b = rng.normal(1.0, 1.0, 400), rng.normal(0.0, 2.0, 400)
-    diff, low, high = difference_ci(a, b)
-    half = 1.96 * math.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size)
-    assert diff == pytest.approx(a.mean() - b.mean())
-    assert high - low == pytest.approx(2 * half, rel=0.1)
-
-
 def test_rainbow_is_reported_not_run_without_compiled_prioritized_replay(tmp_path, monkeypatch):
     import minatar_compiled
 

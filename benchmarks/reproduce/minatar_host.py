@@ -32,6 +32,8 @@ import sys
 
 import numpy as np
 
+from accumbens.analysis import bootstrap_difference_ci
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import repro_common as common  # noqa: E402
 from minatar_compiled import AGENTS, GAMES  # noqa: E402
@@ -57,16 +59,6 @@ def _welch_p(a: np.ndarray, b: np.ndarray) -> float:
     return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
-def difference_ci(a: np.ndarray, b: np.ndarray, resamples: int = 5000, seed: int = 0) -> tuple[float, float, float]:
-    """mean(a) - mean(b) with a 95% percentile bootstrap interval (each side resampled on its own)."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    rng = np.random.default_rng(seed)
-    da = a[rng.integers(0, len(a), (resamples, len(a)))].mean(axis=1)
-    db = b[rng.integers(0, len(b), (resamples, len(b)))].mean(axis=1)
-    low, high = np.quantile(da - db, [0.025, 0.975])
-    return float(a.mean() - b.mean()), float(low), float(high)
-
-
 def compare(host: dict, compiled: dict) -> dict:
     """Per-iteration and overall comparison of two pieces' training returns (see module docstring)."""
     n = min(host.get("iterations_done", 0), compiled.get("iterations_done", 0))
@@ -84,12 +76,12 @@ def compare(host: dict, compiled: dict) -> dict:
         a, b = h[:, i][np.isfinite(h[:, i])], c[:, i][np.isfinite(c[:, i])]
         if len(a) == 0 or len(b) == 0:
             continue
-        diff, low, high = difference_ci(a, b)
+        diff, low, high, _ = bootstrap_difference_ci(a, b)
         out["per_iteration"].append(dict(iteration=i, host_mean=float(a.mean()), compiled_mean=float(b.mean()),
                                          difference=diff, ci=[low, high], welch_p=_welch_p(a, b)))
     a, b = np.nanmean(h, axis=1), np.nanmean(c, axis=1)
     a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-    diff, low, high = difference_ci(a, b)
+    diff, low, high, _ = bootstrap_difference_ci(a, b)
     out["overall"] = dict(host_mean=float(a.mean()), compiled_mean=float(b.mean()), difference=diff, ci=[low, high],
                           welch_p=_welch_p(a, b), host_seeds=int(len(a)), compiled_seeds=int(len(b)))
     agree = low <= 0.0 <= high
