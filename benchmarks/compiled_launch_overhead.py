@@ -45,17 +45,9 @@ def worker(agent: str, seeds: int, steps: int, conv_impl: str) -> dict:
     """Runs in the subprocess: one case, printed as a JSON line."""
     sys.path.insert(0, HERE)
     import compiled_throughput as ct
-    from accumbens import train
 
     gin_files, bindings = AGENT_BINDINGS[agent]
-    original = train.parse_config
-
-    def parse(files, extra):  # compiled_case configures DQN; swap in this agent's files
-        return original(gin_files, [*bindings, *extra])
-
-    train.parse_config = parse
-    capacity = 20_000
-    result = ct.compiled_case(seeds, steps, capacity, 1, 1, conv_impl, ())
+    result = ct.compiled_case(seeds, steps, 20_000, 1, 1, conv_impl, tuple(bindings), tuple(gin_files))
     result["agent"] = agent
     return result
 

@@ -34,11 +34,13 @@ RESULTS = os.path.join(HERE, "results", "compiled_throughput.json")
 PAPER_STEPS = 5_000_000
 
 
-def _configure(capacity: int, min_replay: int, conv_impl: str = "xla", bindings: tuple = ()) -> None:
+def _configure(
+    capacity: int, min_replay: int, conv_impl: str = "xla", bindings: tuple = (), gin_files: tuple = ("dqn/minatar",)
+) -> None:
     from accumbens import train
 
     train.parse_config(
-        ["dqn/minatar"],
+        list(gin_files),
         [
             "create_environment.name = 'minatar:breakout'",
             f"ReplayBuffer.capacity = {capacity}",
@@ -50,13 +52,14 @@ def _configure(capacity: int, min_replay: int, conv_impl: str = "xla", bindings:
 
 
 def compiled_case(
-    num_seeds: int, steps: int, capacity: int, num_envs: int, unroll: int = 1, conv_impl: str = "xla", bindings: tuple = ()
+    num_seeds: int, steps: int, capacity: int, num_envs: int, unroll: int = 1, conv_impl: str = "xla", bindings: tuple = (),
+    gin_files: tuple = ("dqn/minatar",),
 ) -> dict:
     import jax
 
     from accumbens.runners.compiled import CompiledRunner
 
-    _configure(capacity, min(5000, steps), conv_impl, bindings)
+    _configure(capacity, min(5000, steps), conv_impl, bindings, gin_files)
     with tempfile.TemporaryDirectory() as tmp:
         runner = CompiledRunner(
             tmp, num_seeds=num_seeds, num_envs=num_envs, training_steps=steps, evaluation_steps=0,
