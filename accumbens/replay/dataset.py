@@ -4,7 +4,7 @@ On-disk format (a directory; readable with NumPy and `json` alone, no pickle)
 -----------------------------------------------------------------------------
   manifest.json        {"format": "accumbens-dataset", "version": 1, "observation_shape": [...],
                         "observation_dtype": "|u1", "num_actions": A, "num_slots", "num_steps",
-                        "num_episodes", "open_episode": bool, "metadata": {...},
+                        "num_episodes", "open_episode": bool, "dataset_id": "<hex>", "metadata": {...},
                         "chunks": [{"file": "chunk-000000.npz", "num_slots", "num_steps",
                                     "num_episodes", "tag"}, ...]}
   chunk-000000.npz     one array per field below, all of the chunk's length (`np.savez_compressed`)
@@ -15,7 +15,9 @@ The slots use the layout of the host replay (`accumbens.replay.circular`): one s
 last step one more slot holding the episode's *final observation* (is_final=True; its action,
 reward and probabilities are 0). So every observation is stored once, and a truncated episode
 keeps the observation to bootstrap from. Concatenating the chunks in manifest order gives the
-whole dataset; an episode may span chunks.
+whole dataset; an episode may span chunks. `dataset_id` is a random identifier drawn when the
+dataset is created (kept when it is appended to): a checkpoint of an offline run records it, so a
+run resumed against a *rebuilt* dataset at the same path (same size, different data) is refused.
 
   observation            [N, *observation_shape]  observation_dtype
   action                 [N] int32
@@ -46,6 +48,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import flax.struct
@@ -159,6 +162,7 @@ class DatasetWriter:
                 "num_steps": 0,
                 "num_episodes": 0,
                 "open_episode": False,
+                "dataset_id": uuid.uuid4().hex,
                 "metadata": dict(metadata or {}),
                 "chunks": [],
             }
@@ -473,10 +477,12 @@ class FixedReplayBuffer(ReplayBuffer):
             # chunk by chunk straight into the replay's storage, so memory holds them once.
             slots = load_dataset(self.dataset_dir, [name for name in FIELDS if name != "observation"])
             self.num_actions = int(manifest["num_actions"])
+            self._dataset_id = manifest.get("dataset_id")  # absent in datasets written before it existed
         elif dataset_format == "dqn_replay":
             from accumbens.replay import dqn_replay_dataset  # noqa: PLC0415 (avoids an import cycle)
 
             slots = dqn_replay_dataset.load_slots(self.dataset_dir, checkpoints)
+            self._dataset_id = None  # published files: path, size and checkpoints identify them
             shape, dtype = slots["observation"].shape[1:], slots["observation"].dtype
             self.num_actions = int(slots["action"].max()) + 1 if slots["action"].size else 0
         else:
@@ -542,9 +548,9 @@ class FixedReplayBuffer(ReplayBuffer):
             epsilon=self._epsilon[index],
         )
 
-    # Checkpoints hold only a reference to the dataset (it never changes), not a copy.
+    # Checkpoints hold only a reference to the dataset (path, identifier, size), not a copy.
     def save(self, directory: str) -> None:
-        """Writes `fixed_replay.json` (dataset path and size) atomically; the data stays where it is."""
+        """Writes `fixed_replay.json` (dataset path, identifier and size) atomically; the data stays where it is."""
         os.makedirs(directory, exist_ok=True)
         text = json.dumps(self._reference(), indent=1).encode("utf-8")
         _atomic_write(os.path.join(directory, "fixed_replay.json"), lambda f: f.write(text))
@@ -561,7 +567,7 @@ class FixedReplayBuffer(ReplayBuffer):
             raise DatasetError(f"checkpoint {path} was taken on {saved}, but this replay is {self._reference()}.")
 
     def _reference(self) -> dict:
-        return {"dataset_dir": self.dataset_dir, "num_slots": int(self._add_count),
+        return {"dataset_dir": self.dataset_dir, "dataset_id": self._dataset_id, "num_slots": int(self._add_count),
                 "num_steps": int(self._num_steps), "config": self._config()}
 
 

@@ -18,8 +18,9 @@ be configured with `replay_scheme = 'fixed'` and `FixedReplayBuffer.dataset_dir`
 Defaults follow batch_rl's fixed-replay DQN (Agarwal, Schuurmans & Norouzi 2020,
 github.com/google-research/batch_rl, fixed_replay/configs/dqn.gin): 200 iterations of 250,000
 agent steps at one update per 4 steps, i.e. 62,500 gradient steps, and 125,000 evaluation steps.
-Checkpoints hold the agent and RNGs and only a reference to the dataset (its path and size),
-which is checked on resume.
+Checkpoints hold the agent and RNGs and only a reference to the dataset (its path, the random
+identifier drawn when it was created, and its size), which is checked on resume: a run never
+silently continues on a dataset rebuilt at the same path.
 """
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -218,3 +219,18 @@ def test_fixed_replay_is_read_only_and_checkpoints_by_reference(tmp_path):
     other = FixedReplayBuffer(str(tmp_path / "data"), stack_size=1, update_horizon=1, gamma=0.9)
     with pytest.raises(DatasetError, match="was taken on"):
         other.load(str(tmp_path / "ckpt"))
+
+
+def test_fixed_replay_checkpoint_refuses_a_dataset_rebuilt_at_the_same_path(tmp_path):
+    """Same path, same size, different data (a rebuilt dataset): resuming on it is refused."""
+    stream = list(random_stream(np.random.default_rng(3), 30, SHAPE, max_len=5))
+    write_stream(tmp_path / "data", stream)
+    settings = dict(stack_size=1, update_horizon=1, gamma=0.9)
+    FixedReplayBuffer(str(tmp_path / "data"), **settings).save(str(tmp_path / "ckpt"))
+    shutil.rmtree(tmp_path / "data")
+    write_stream(tmp_path / "data", stream)  # identical content and size, but a new dataset
+    rebuilt = FixedReplayBuffer(str(tmp_path / "data"), **settings)
+    with pytest.raises(DatasetError, match="dataset_id"):
+        rebuilt.load(str(tmp_path / "ckpt"))
+    rebuilt.save(str(tmp_path / "ckpt2"))
+    FixedReplayBuffer(str(tmp_path / "data"), **settings).load(str(tmp_path / "ckpt2"))  # same dataset: fine
