@@ -69,39 +69,6 @@ ARMS = ("host", "compiled")
 METRICS = ("train_return_mean", "eval_return_mean")
 
 
-class DeadlineReached(Exception):
-    """Raised before an iteration that would not finish before the deadline."""
-
-
-def _with_deadline(cls, deadline_at: float):
-    """A subclass of the runner class `cls` whose `run_iteration` refuses to start an iteration that
-    the last iteration's duration says would end after `deadline_at` (a `time.time()` value).
-
-    The host `Runner` checkpoints after every iteration; for `CompiledRunner` (which may checkpoint
-    less often) the states handed to the refused iteration are checkpointed first, so stopping
-    here loses nothing. The exception leaves `run_experiment` through its `finally`, which closes
-    the statistics files.
-    """
-
-    class Deadlined(cls):
-        _last_seconds = 0.0
-
-        def run_iteration(self, *args, **kwargs):
-            if time.time() + self._last_seconds > deadline_at:
-                if len(args) == 2:  # CompiledRunner.run_iteration(states, iteration)
-                    states, iteration = args
-                    if iteration > 0 and iteration % self.checkpoint_every:
-                        self._save(states, iteration - 1)
-                raise DeadlineReached()
-            start = time.time()
-            result = super().run_iteration(*args, **kwargs)
-            self._last_seconds = time.time() - start
-            return result
-
-    Deadlined.__name__ = cls.__name__
-    return Deadlined
-
-
 # ----------------------------------------------------------------------------- configuration
 def _bindings(args) -> list[str]:
     bindings = [f"create_environment.name = 'minatar:{args.game}'", f"MinAtarCNN.conv_impl = '{args.conv_impl}'"]
@@ -132,10 +99,11 @@ def _arm_dir(args, arm: str, seed: int) -> str:
 def run_host_seed(args, seed: int) -> None:
     """One host-runner seed (a worker process): `Runner` on `GymnaxHostEnv`, until done or the deadline."""
     from accumbens.environments.gymnax_host import GymnaxHostEnv
+    from accumbens.runners.deadline import DeadlineReached, with_deadline
     from accumbens.runners.runner import Runner
 
     max_steps = _configure(args)
-    runner_cls = _with_deadline(Runner, args._deadline_at)
+    runner_cls = with_deadline(Runner, args._deadline_at)
     runner = runner_cls(
         _arm_dir(args, "host", seed),
         create_environment_fn=lambda: GymnaxHostEnv(f"minatar:{args.game}", max_episode_steps=max_steps),
@@ -156,9 +124,10 @@ def run_host_seed(args, seed: int) -> None:
 def run_compiled(args, deadline_at: float) -> dict:
     """All compiled seeds in one program (this process, default JAX device)."""
     from accumbens.runners.compiled import CompiledRunner
+    from accumbens.runners.deadline import DeadlineReached, with_deadline
 
     _configure(args)
-    runner_cls = _with_deadline(CompiledRunner, deadline_at)
+    runner_cls = with_deadline(CompiledRunner, deadline_at)
     start = time.time()
     runner = runner_cls(
         os.path.join(args.root, "compiled"),

@@ -51,33 +51,6 @@ GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
 METRICS = ("train_return_mean", "eval_return_mean")
 
 
-class DeadlineReached(Exception):
-    """Raised before an iteration that would not finish before the game's deadline."""
-
-
-def _runner_class(deadline_at: float, base: type | None = None) -> type:
-    """`CompiledRunner` (or `base`) whose `run_iteration` refuses (checkpointing the states it was
-    handed) to start an iteration that the previous iteration's duration says would end after
-    `deadline_at` (a `time.time()` value)."""
-    if base is None:
-        from accumbens.runners.compiled import CompiledRunner as base
-
-    class SweepRunner(base):
-        _last_seconds = 0.0
-
-        def run_iteration(self, states, iteration):
-            if time.time() + self._last_seconds > deadline_at:
-                if iteration > 0 and iteration % self.checkpoint_every:
-                    self._save(states, iteration - 1)
-                raise DeadlineReached()
-            start = time.time()
-            result = super().run_iteration(states, iteration)
-            self._last_seconds = time.time() - start
-            return result
-
-    return SweepRunner
-
-
 def _games(spec: str) -> list[str]:
     if spec == "all":
         return list(GAMES)
@@ -113,13 +86,15 @@ def _done_iterations(game_dir: str, seeds: int) -> int:
 def run_game(args, game: str, deadline_at: float) -> dict:
     """Trains (or resumes) all seeds of one game; returns its timing."""
     from accumbens import train
+    from accumbens.runners.compiled import CompiledRunner
+    from accumbens.runners.deadline import DeadlineReached, with_deadline
 
     game_dir = os.path.join(args.root, game)
     if _done_iterations(game_dir, args.seeds) >= args.iterations:
         return {"status": "already complete", "seconds": 0.0}
     train.parse_config(["dqn/minatar"], _bindings(args, game))
     start = time.time()
-    runner = _runner_class(deadline_at)(
+    runner = with_deadline(CompiledRunner, deadline_at)(
         game_dir,
         environment_name=f"minatar:{game}",
         num_iterations=args.iterations,
@@ -176,6 +151,7 @@ def plot(summaries: list[dict], output: str, metric: str, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     shown = [s for s in summaries if s.get("iterations_done")]
     if not shown:
@@ -191,6 +167,7 @@ def plot(summaries: list[dict], output: str, metric: str, title: str) -> None:
             ax.fill_between(x, low, high, color="tab:blue", alpha=0.25)
         ax.set_title(f"{s['game']} ({s['seeds']} seeds)", fontsize=10)
         ax.set_xlabel("training frames per seed")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v / 1000:g}k"))
         ax.set_ylabel(metric.replace("_mean", "").replace("_", " "))
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(shown):]:

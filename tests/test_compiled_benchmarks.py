@@ -13,10 +13,12 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
 from accumbens.analysis import bootstrap_ci
+from accumbens.runners import deadline as deadline_module
 from accumbens.runners.logging import StatisticsWriter
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -160,16 +162,12 @@ class _FakeCompiled:
         self.saved.append((states, iteration))
 
 
-@pytest.mark.parametrize("module", [equivalence, sweep])
 @pytest.mark.parametrize("deadline,expected_runs", [(5.5, 5), (8.0, 8), (0.5, 1), (-1.0, 0)])
-def test_deadline_stops_before_an_iteration_that_would_not_finish(monkeypatch, module, deadline, expected_runs):
-    monkeypatch.setattr(module, "time", CLOCK)
+def test_deadline_stops_before_an_iteration_that_would_not_finish(monkeypatch, deadline, expected_runs):
+    monkeypatch.setattr(deadline_module, "time", CLOCK)
     CLOCK.now = 0.0
-    if module is equivalence:
-        runner = equivalence._with_deadline(_FakeCompiled, deadline)()
-    else:
-        runner = sweep._runner_class(deadline, base=_FakeCompiled)()
-    with pytest.raises(module.DeadlineReached):
+    runner = deadline_module.with_deadline(_FakeCompiled, deadline)()
+    with pytest.raises(deadline_module.DeadlineReached):
         for iteration in range(100):
             runner.run_iteration("states", iteration)
     # Iteration i starts only if now + (the last iteration's 1 s) <= deadline; the first always
@@ -180,13 +178,34 @@ def test_deadline_stops_before_an_iteration_that_would_not_finish(monkeypatch, m
     saved = [] if expected_runs % _FakeCompiled.checkpoint_every == 0 else [("states", expected_runs - 1)]
     assert runner.saved == saved
 
-    if module is equivalence:
-        CLOCK.now = 0.0
-        host = equivalence._with_deadline(_FakeHost, deadline)()
-        with pytest.raises(equivalence.DeadlineReached):
-            for iteration in range(100):
-                host.run_iteration(iteration)
-        assert host.ran == list(range(expected_runs))
+    CLOCK.now = 0.0
+    host = deadline_module.with_deadline(_FakeHost, deadline)()
+    with pytest.raises(deadline_module.DeadlineReached):
+        for iteration in range(100):
+            host.run_iteration(iteration)
+    assert host.ran == list(range(expected_runs))
+
+
+class _CompilingFirst(_FakeCompiled):
+    """Iteration 0 takes 10 (fake) seconds, 9 of them compiling; later ones take 1 second."""
+
+    def run_iteration(self, states, iteration):
+        if iteration == 0:
+            CLOCK.now += 9.0
+            jax.monitoring.record_event_duration_secs("/jax/core/compile/backend_compile_duration", 9.0)
+        return super().run_iteration(states, iteration)
+
+
+def test_deadline_prediction_leaves_out_the_first_iterations_compilation(monkeypatch):
+    monkeypatch.setattr(deadline_module, "time", CLOCK)
+    CLOCK.now = 0.0
+    runner = deadline_module.with_deadline(_CompilingFirst, 13.5)()
+    with pytest.raises(deadline_module.DeadlineReached):
+        for iteration in range(100):
+            runner.run_iteration("states", iteration)
+    # 10 s for iteration 0, then 1 s each: iterations 1-3 end by 13 s. Predicting 10 s from
+    # iteration 0's wall time would have stopped after it.
+    assert runner.ran == [0, 1, 2, 3]
 
 
 def test_host_cores_are_disjoint_and_leave_core_zero(monkeypatch):
