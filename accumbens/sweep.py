@@ -47,6 +47,8 @@ import sys
 import time
 from typing import Any, Optional, Sequence
 
+from accumbens.atomic import atomic_write
+
 SPEC_KEYS = (
     "gin_files",
     "gin_bindings",
@@ -381,10 +383,7 @@ def run_status(run: Run) -> str:
 
 def _write_json(path: str, payload: dict) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=1, default=str)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: json.dump(payload, f, indent=1, default=str), text=True)
 
 
 def record_runs(sweep: Sweep, spec: dict) -> None:

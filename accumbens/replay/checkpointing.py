@@ -21,6 +21,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from accumbens.atomic import atomic_write
+
 ARRAYS_FILENAME = "replay.npz"
 METADATA_FILENAME = "replay.json"
 _METADATA_KEY = "__metadata__"
@@ -29,20 +31,6 @@ FORMAT_VERSION = 1
 
 class ReplayCheckpointError(ValueError):
     """A replay checkpoint is missing, corrupt, or does not match the buffer loading it."""
-
-
-def _atomic_write_bytes(path: str, writer) -> None:
-    """Calls `writer(file)` on a temporary file next to `path`, fsyncs it, then renames it."""
-    tmp_path = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp_path, "wb") as f:
-            writer(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    finally:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
 
 
 def save_arrays(directory: str, arrays: Mapping[str, np.ndarray], metadata: Mapping[str, Any]) -> None:
@@ -54,8 +42,8 @@ def save_arrays(directory: str, arrays: Mapping[str, np.ndarray], metadata: Mapp
     if _METADATA_KEY in payload:
         raise ValueError(f"Array name {_METADATA_KEY!r} is reserved.")
     payload[_METADATA_KEY] = np.frombuffer(meta_text.encode("utf-8"), dtype=np.uint8)
-    _atomic_write_bytes(os.path.join(directory, ARRAYS_FILENAME), lambda f: np.savez(f, **payload))
-    _atomic_write_bytes(
+    atomic_write(os.path.join(directory, ARRAYS_FILENAME), lambda f: np.savez(f, **payload))
+    atomic_write(
         os.path.join(directory, METADATA_FILENAME), lambda f: f.write(meta_text.encode("utf-8"))
     )
 

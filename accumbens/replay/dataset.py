@@ -55,6 +55,7 @@ import flax.struct
 import gin
 import numpy as np
 
+from accumbens.atomic import atomic_write
 from accumbens.replay.batch import Array, Batch
 from accumbens.replay.circular import ReplayBuffer
 
@@ -76,20 +77,6 @@ FIELDS: dict[str, Any] = {
 
 class DatasetError(ValueError):
     """A dataset directory is missing, corrupt, or does not fit what reads it."""
-
-
-def _atomic_write(path: str, write) -> None:
-    """Calls `write(file)` on a temporary file next to `path`, fsyncs it and renames it into place."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def epsilon_greedy_probability(action: Array, greedy_action: Array, epsilon: Array, num_actions: int) -> Array:
@@ -231,7 +218,7 @@ class DatasetWriter:
         index = len(self.manifest["chunks"])
         name = f"chunk-{index:06d}.npz"
         save = np.savez_compressed if self.compress else np.savez
-        _atomic_write(os.path.join(self.directory, name), lambda f: save(f, **arrays))
+        atomic_write(os.path.join(self.directory, name), lambda f: save(f, **arrays))
         num_final = int(arrays["is_final"].sum())
         self.manifest["chunks"].append({
             "file": name,
@@ -253,7 +240,7 @@ class DatasetWriter:
 
     def _write_manifest(self) -> None:
         text = json.dumps(self.manifest, indent=1, default=str).encode("utf-8")
-        _atomic_write(os.path.join(self.directory, MANIFEST), lambda f: f.write(text))
+        atomic_write(os.path.join(self.directory, MANIFEST), lambda f: f.write(text))
 
     def truncate(self, num_chunks: int) -> None:
         """Keeps only the first `num_chunks` chunks (drops buffered slots too); used on resume so that
@@ -553,7 +540,7 @@ class FixedReplayBuffer(ReplayBuffer):
         """Writes `fixed_replay.json` (dataset path, identifier and size) atomically; the data stays where it is."""
         os.makedirs(directory, exist_ok=True)
         text = json.dumps(self._reference(), indent=1).encode("utf-8")
-        _atomic_write(os.path.join(directory, "fixed_replay.json"), lambda f: f.write(text))
+        atomic_write(os.path.join(directory, "fixed_replay.json"), lambda f: f.write(text))
 
     def load(self, directory: str) -> None:
         """Checks that the checkpoint was taken on the same dataset and configuration."""

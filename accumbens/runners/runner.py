@@ -26,6 +26,7 @@ import numpy as np
 import tqdm
 
 from accumbens.agents.registry import create_agent
+from accumbens.atomic import atomic_write
 from accumbens.environments import create_environment
 from accumbens.runners.checkpoints import CheckpointManager
 from accumbens.runners.logging import StatisticsWriter
@@ -71,10 +72,7 @@ def claim_base_dir(base_dir: str, config_text: str, resumable: tuple[str, ...] =
                 f"{base_dir} holds a run with a different configuration; refusing to overwrite it.\n"
                 f"Use another --base_dir, or the same gin files and bindings to resume.\n{diff}"
             )
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(config_text)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: f.write(config_text), text=True)
 
 
 def _phase_seed(seed: int, iteration: int, phase: int) -> int:
