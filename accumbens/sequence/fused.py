@@ -1,26 +1,30 @@
 """Fused degree-2 power attention: Pallas GPU kernels with a hand-written backward pass.
 
-Forward = ``state`` kernel (walk the chunks, write each chunk's incoming state tile) then
-``output`` kernel (per chunk: gated power attention inside the chunk + query of the state
-tiles). Backward = ``dstate`` kernel (walk the chunks backwards accumulating the state
-gradient) then ``grads`` kernel (per chunk: dq, dk, dv). See ``fused_kernels`` for the tiling.
+Chunk-parallel (see ``fused_kernels`` for the tiling and the kernels):
 
-The expanded features ``phi(q)``, ``phi(k)`` (``c x 2560`` per chunk for ``d = 64``) are built
-in registers and never written; the per-chunk states (``2560 x d``) are written once and read
-once per pass, in the input dtype (float32 accumulation everywhere).
+Forward  = ``chunk_states`` (per chunk and kv head: the chunk's own expanded-state contribution,
+phi expanded in registers) -> gated exclusive prefix over chunks (``chunk_prefix``, a streaming
+Pallas kernel, or ``lax.associative_scan`` with ``prefix="xla"``) -> ``output`` (per chunk: gated
+power attention inside the chunk + query of the state tiles).
+Backward = ``chunk_dstates`` (per chunk: its queries' contribution to the state gradient) ->
+reverse prefix -> three per-chunk gradient kernels (dq, dk, dv and the gate sums).
+
+No kernel walks the chunks while doing matrix work (the earlier design did, and was 30-100x
+slower than its arithmetic; benchmarks/power_attention_notes.md). The expanded features
+``phi(q)``, ``phi(k)`` (``c x 2560`` per chunk for ``d = 64``) are built in registers and never
+written; the per-chunk states (``2560 x d``) are written in the input dtype (float32
+accumulation everywhere), once by ``chunk_states`` and once more, in place, by the prefix.
 
 Gate gradient. The output depends on the gates only through ``w_ij = (q_i.k_j)^2 exp(G_i - G_j)``,
 so the gradient with respect to the cumulative gate is
 
     dL/dG_i = sum_j dL/dw_ij w_ij  -  sum_j dL/dw_ji w_ji      (i as receiver minus i as sender).
 
-The ``grads`` kernel accumulates both sums in float32 (inside the chunk from ``w`` and ``dL/dw``
-directly, across chunks from the tile products it already forms). The receiver sum is zero in
+The gradient kernels accumulate both sums in float32 (inside the chunk from ``w`` and ``dL/dw``
+directly, across chunks from the tile products they already form). The receiver sum is zero in
 exact arithmetic (scaling all weights of row ``i`` leaves the normalised ``y_i`` unchanged), but
 computed from the same rounded states as the forward pass it cancels part of the sender sum's
-rounding error (measured: 5e-3 instead of 8e-3 relative error in bfloat16). The same quantity
-also equals ``(q_i.dq_i - k_i.dk_i)/2``, but that difference of rounded products loses more. ``dL/dlog_g_t =
-sum_{i >= t} dL/dG_i`` is then a reverse cumulative sum in plain JAX.
+rounding error. ``dL/dlog_g_t = sum_{i >= t} dL/dG_i`` is then a reverse cumulative sum in plain JAX.
 
 On a machine without a GPU the same kernels run in Pallas interpret mode (slow; for tests).
 """
@@ -72,24 +76,33 @@ def _prepare_gates(log_g: Array, c: int):
     return g.reshape(B, Tp, Hk), g[:, :, -1, :]
 
 
+PREFIXES = ("pallas", "xla")
+
+
+def _prefix(delta, dz, gt, reverse: bool, prefix: str, interpret: bool, poison: bool):
+    if prefix == "xla":
+        return fk.chunk_prefix_xla(delta, dz, gt, reverse=reverse)
+    return fk.chunk_prefix(delta, dz, gt, reverse=reverse, interpret=interpret, poison=poison)
+
+
 @partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7, 8))
-def _fused(q, k, v, log_g, scale: float, c: int, interpret: bool, value_block: int, poison: bool):
-    return _fused_fwd(q, k, v, log_g, scale, c, interpret, value_block, poison)[0]
+def _fused(q, k, v, log_g, scale: float, c: int, interpret: bool, prefix: str, poison: bool):
+    return _fused_fwd(q, k, v, log_g, scale, c, interpret, prefix, poison)[0]
 
 
-def _fused_fwd(q, k, v, log_g, scale, c, interpret, value_block, poison):
+def _fused_fwd(q, k, v, log_g, scale, c, interpret, prefix, poison):
     mm, prec = _config(q.dtype, interpret)
-    n = q.shape[1] // c
     g, gt = _prepare_gates(log_g, c)
-    S, z = fk.state_pass(k, v, g, gt, c=c, n_chunks=n, value_block=value_block, state_dtype=mm, mm=mm,
-                         prec=prec, interpret=interpret, poison=poison)
+    delta, dzc = fk.chunk_states(k, v, g, gt, c=c, state_dtype=mm, mm=mm, prec=prec, interpret=interpret,
+                                 poison=poison)
+    S, z = _prefix(delta, dzc, gt, False, prefix, interpret, poison)
     y, den = fk.output_pass(q, k, v, g, S, z, c=c, scale=scale, mm=mm, prec=prec, prec32=_prec32(interpret),
                             interpret=interpret,
                             poison=poison)
     return y.astype(q.dtype), (q, k, v, g, gt, S, z, y, den)
 
 
-def _fused_bwd(scale, c, interpret, value_block, poison, res, dy):
+def _fused_bwd(scale, c, interpret, prefix, poison, res, dy):
     q, k, v, g, gt, S, z, y, den = res
     mm, prec = _config(q.dtype, interpret)
     B, Tp, Hq, d = q.shape
@@ -100,8 +113,9 @@ def _fused_bwd(scale, c, interpret, value_block, poison, res, dy):
     den_ok = jnp.where(zero, 1.0, den)
     dn = dyf / den_ok[..., None]
     dd = jnp.where(zero, 0.0, -jnp.sum(dyf * y, axis=-1) / den_ok)  # y kept in float32
-    dS, dz = fk.dstate_pass(q, dn, dd, g, gt, c=c, scale=scale, value_block=value_block, state_dtype=mm, mm=mm,
-                            prec=prec, interpret=interpret, poison=poison)
+    Qn, Qz = fk.chunk_dstates(q, dn, dd, g, c=c, scale=scale, state_dtype=mm, mm=mm, prec=prec,
+                              interpret=interpret, poison=poison)
+    dS, dz = _prefix(Qn, Qz, gt, True, prefix, interpret, poison)
     dq, dk, dv, gq, gk = fk.grads_pass(q, k, v, g, gt, S, z, dS, dz, dn, dd, c=c, scale=scale, mm=mm, prec=prec,
                                        prec32=_prec32(interpret), interpret=interpret, poison=poison)
     dG = jnp.sum(gq.reshape(B, Tp, Hk, r), axis=3) - gk
@@ -122,14 +136,14 @@ def power_attention_fused(
     scale: Optional[float] = None,
     chunk_size: int = 128,
     interpret: Optional[bool] = None,
-    value_block: Optional[int] = None,
+    prefix: str = "pallas",
     poison: bool = False,
 ) -> Array:
     """Fused-kernel power attention (degree 2); shapes as :func:`accumbens.sequence.power_attention`.
 
-    ``interpret`` defaults to True off-GPU (Pallas interpret mode, slow). ``value_block`` splits
-    the value dimension across programs of the state kernels (default: 32 when few programs
-    would run, else the whole head). ``poison`` (for tests) starts every kernel output as NaN so
+    ``interpret`` defaults to True off-GPU (Pallas interpret mode, slow). ``prefix`` picks the
+    gated prefix over chunks: ``"pallas"`` (streaming kernel, in place) or ``"xla"``
+    (``lax.associative_scan``). ``poison`` (for tests) starts every kernel output as NaN so
     that an element a kernel fails to write cannot go unnoticed.
     """
     b, t, hq, hk, d = check_inputs(q, k, v, log_g, degree)
@@ -140,10 +154,8 @@ def power_attention_fused(
     if interpret is None:
         interpret = not _on_gpu()
     s = default_scale(d, scale)
-    if value_block is None:
-        value_block = 32 if (b * hk * fk.n_tiles(d) < 264 and d >= 64) else d
-    if d % value_block or value_block < 16:
-        raise ValueError(f"value_block must divide head_dim and be >= 16 (got {value_block})")
+    if prefix not in PREFIXES:
+        raise ValueError(f"prefix must be one of {PREFIXES}, got {prefix!r}")
     n = -(-t // c)
     pad = n * c - t
     if log_g is None:
@@ -152,5 +164,5 @@ def power_attention_fused(
         widths = ((0, 0), (0, pad), (0, 0), (0, 0))
         q, k, v = (jnp.pad(x, widths) for x in (q, k, v))
         log_g = jnp.pad(log_g, widths[:3])
-    y = _fused(q, k, v, log_g.astype(F32), s, c, bool(interpret), int(value_block), bool(poison))
+    y = _fused(q, k, v, log_g.astype(F32), s, c, bool(interpret), prefix, bool(poison))
     return y[:, :t]

@@ -1,4 +1,4 @@
-"""Pallas (Triton backend) kernels of the fused degree-2 power attention.
+"""Pallas (Triton backend) kernels of the fused degree-2 power attention, chunk-parallel.
 
 Tiled symmetric embedding
 -------------------------
@@ -9,32 +9,42 @@ features (outer half ``h`` in {0, 1} takes rows ``8h .. 8h+7`` of block ``x``)::
 
     phi_tile(x, y, h)[16a + b] = m_xy * X[16x + 8h + a] * X[16y + b],  m_xy = 1 if x == y else 2
 
-(``m`` on keys only). Summed over the ``nb (nb + 1)`` tiles this gives ``(q . k)^2`` exactly;
-it keeps 2560 features for ``d = 64`` instead of the minimal 2080 (the same layout as the
-package's kernels), but every tile is a dense ``(c, 128)`` matrix made in registers as the
+(``m`` on keys only). Summed over the ``T = nb (nb + 1)`` tiles this gives ``(q . k)^2``
+exactly; it keeps 2560 features for ``d = 64`` instead of the minimal 2080 (the same layout as
+the package's kernels), but every tile is a dense ``(c, 128)`` matrix made in registers as the
 product of two small matrix products with 0/1 selection matrices,
-``(X_x @ E_outer(h)) * (X_y @ E_inner)``, so the expanded keys/queries never touch global memory
-and no register reshapes are needed. The gradient of a tile with respect to its two factors
-is again two products with the transposed selection matrices.
+``(X_x @ E_outer(h)) * (X_y @ E_inner)``, so the expanded keys/queries never touch global
+memory and no register reshapes are needed. The gradient of a tile with respect to its two
+factors is again two products with the transposed selection matrices.
 
-Kernels (``c`` the chunk, ``N`` the chunk count, ``T = nb(nb+1)/2`` tiles):
+Tile id ``t = 2 (y (y+1)/2 + x) + h``. Kernels loop over tiles with ``lax.fori_loop`` and decode
+``(x, y, h)`` from ``t`` with integer arithmetic (:func:`_decode`), so the traced kernel body
+(and the compile time) does not grow with the tile count; the blocks ``X_x``, ``X_y`` are
+dynamic slices of the input refs.
 
-* ``state``   grid (batch*kv_heads, nb, nb*value_blocks); each program owns one state tile
-  (128 x value_block, float32, in registers) and walks the chunks in order, writing the state
-  *before* each chunk (in the input dtype) and its normaliser (float32).
-* ``output``  grid (N, batch*q_heads); per chunk: the ``c x c`` gated power attention plus the
-  query of every state tile; writes ``y`` and the row normaliser ``den``.
-* ``dstate``  mirror of ``state`` walking the chunks backwards: the gradient of the loss with
-  respect to the state after each chunk.
-* ``grads``   three kernels per chunk: the chunk's own attention (grid (N, batch*kv_heads)),
-  queries through the state tiles (grid (N, batch*q_heads)) and keys/values through the state
-  gradients (grid (N, batch*kv_heads)); their dq, dk, dv and gate sums are added in XLA.
+Chunk-parallel structure (no kernel walks the chunks while doing matrix work)
+-------------------------------------------------------------------------------
+Forward, with ``c`` the chunk, ``N`` the chunk count, ``g`` chunk-local cumulative log gates
+and ``gt`` chunk totals:
 
-Gates enter as chunk-local cumulative sums ``g`` (float32) and chunk totals ``gt``: queries are
-scaled by ``scale * exp(g/2)``, keys by ``exp((gt - g)/2)``, states decay by ``exp(gt)``.
+1. ``chunk_states``  grid (N, batch*kv_heads): each program forms its chunk's own contribution
+   ``Delta_n = sum_j exp(gt_n - g_j) phi_k(k_j) v_j^T`` and ``dz_n = sum_j exp(gt_n - g_j) phi_k(k_j)``
+   for every tile (phi expanded in registers), written in the state dtype (z in float32).
+2. ``chunk_prefix``  an exclusive gated prefix over the chunk axis,
+   ``S_0 = 0, S_{n+1} = exp(gt_n) S_n + Delta_n``: a streaming Pallas kernel (grid over
+   batch*heads x tiles x row blocks, each program walks the chunks with a small float32 tile
+   in registers, no matrix work, written in place over ``Delta``), or ``lax.associative_scan``
+   in XLA (:func:`chunk_prefix_xla`).
+3. ``output``  grid (N, batch*q_heads): per chunk the ``c x c`` gated power attention plus the
+   query of every state tile; writes ``y`` and the row normaliser ``den``.
+
+Backward mirrors it: ``chunk_dstates`` (each chunk's queries' contribution
+``Q_n = sum_i phi_q(q_i e^{g_i/2} s) dL/dnum_i^T``), the *reverse* exclusive prefix
+``dS_n = dL/dS_{n+1}`` (``X <- exp(gt_n) X + Q_n`` walking down), then three per-chunk gradient
+kernels: the chunk's own attention (``grads_intra``), queries through the state tiles
+(``grads_query_state``) and keys/values through the state gradients (``grads_key_state``).
 """
 from __future__ import annotations
-
 
 import jax
 import jax.numpy as jnp
@@ -44,14 +54,15 @@ F32 = jnp.float32
 TILE = 16  # block width of the tiled symmetric embedding
 HALF = 8  # outer rows per feature tile
 NT_FEATS = HALF * TILE  # features per tile
-
+PREFIX_ROWS = 32  # rows of a state tile per program of the prefix kernel
 
 # (num_warps, num_stages) per kernel; the benchmark may retune these before tracing.
-KERNEL_CONFIG = {"state": (8, 2), "output": (8, 1), "dstate": (8, 2), "grads_k": (8, 1), "grads_q": (8, 1),
-                 "grads_intra": (8, 1)}
+KERNEL_CONFIG = {"chunk_states": (4, 1), "prefix": (4, 1), "output": (8, 1), "chunk_dstates": (4, 1),
+                 "grads_k": (8, 1), "grads_q": (8, 1), "grads_intra": (8, 1)}
 
 
 def n_tiles(d: int) -> int:
+    """Number of (c, 128) feature tiles for head dimension ``d``."""
     nb = d // TILE
     return nb * (nb + 1)
 
@@ -61,13 +72,27 @@ def _tile_id(x, y, h):
 
 
 def _tiles(nb: int):
-    """Static list of (tile id, x, y, h, multiplier) in tile-id order."""
+    """Static list of (tile id, x, y, h, multiplier) in tile-id order (for tests and references)."""
     out = []
     for y in range(nb):
         for x in range(y + 1):
             for h in range(2):
                 out.append((_tile_id(x, y, h), x, y, h, 1.0 if x == y else 2.0))
     return out
+
+
+def _decode(t, nb: int):
+    """Tile id -> (x, y, h, m) with integer arithmetic only (Triton-safe, no i1 values in
+    arithmetic): ``p = t // 2 = y (y+1)/2 + x`` with ``0 <= x <= y``, so ``y`` counts the
+    triangular numbers ``k (k+1)/2 <= p`` for ``k = 1 .. nb-1``."""
+    p = t // 2
+    h = t - 2 * p
+    y = p * 0
+    for kk in range(1, nb):
+        y = y + jnp.minimum(jnp.maximum(p - kk * (kk + 1) // 2 + 1, 0), 1)
+    x = p - y * (y + 1) // 2
+    m = (1 + jnp.minimum(y - x, 1)).astype(F32)  # 1 on the diagonal, 2 off it
+    return x, y, h, m
 
 
 def _dot(a, b, mm, prec, ta: bool = False, tb: bool = False):
@@ -88,6 +113,15 @@ def _sel_inner(mm):
     r = jax.lax.broadcasted_iota(jnp.int32, (TILE, NT_FEATS), 0)
     j = jax.lax.broadcasted_iota(jnp.int32, (TILE, NT_FEATS), 1)
     return (r == j % TILE).astype(mm)
+
+
+def _place(blk, x, d, prec32):
+    """(c, 16) block -> (c, d) with the block in columns ``16x .. 16x+15``, zeros elsewhere: a
+    float32 product with a 0/1 placement matrix (lets a fori_loop over tiles accumulate the
+    gradient of a dynamically chosen block into one (c, d) carry)."""
+    a = jax.lax.broadcasted_iota(jnp.int32, (TILE, d), 0)
+    col = jax.lax.broadcasted_iota(jnp.int32, (TILE, d), 1)
+    return _dot(blk, (col == a + TILE * x).astype(F32), F32, prec32)
 
 
 def _factors(xo, xi, h, mm, prec):
@@ -112,79 +146,20 @@ def _phi_transpose(dphi, A, B, h, mm, prec):
     return go, gi
 
 
-# ----------------------------------------------------------------------------------------
-# forward: state pass
-# ----------------------------------------------------------------------------------------
-def state_pass(k, v, g, gt, *, c, n_chunks, value_block, state_dtype, mm, prec, interpret, poison=False):
-    """Forward state pass. k, v: (B, Tp, Hk, d); g: (B, Tp, Hk) f32; gt: (B, N, Hk) f32.
-
-    Returns S (B, Hk, N, T, 128, d) in ``state_dtype`` (state before each chunk) and z
-    (B, Hk, N, T, 128) float32.
-    """
-    B, Tp, Hk, d = k.shape
-    nb = d // TILE
-    nt = n_tiles(d)
-    bv = value_block
-    nv = d // bv
-
-    def kernel(k_ref, v_ref, g_ref, gt_ref, s_ref, z_ref):
-        bh = pl.program_id(0)
-        x = pl.program_id(1)
-        j = pl.program_id(2)
-        y = j // (2 * nv)
-        hf = (j // nv) % 2
-        vb = j % nv
-        b = bh // Hk
-        h = bh % Hk
-
-        @pl.when(x <= y)
-        def _():
-            m = (1 + jnp.minimum(y - x, 1)).astype(F32)  # 1 on the diagonal, 2 off it
-            t = _tile_id(x, y, hf)
-
-            def body(n, carry):
-                S, z = carry
-                s_ref[b, h, n, t, :, pl.ds(vb * bv, bv)] = S.astype(s_ref.dtype)
-
-                @pl.when(vb == 0)
-                def _():
-                    z_ref[b, h, n, t, :] = z
-
-                rows = pl.ds(n * c, c)
-                gg = g_ref[b, rows, h]
-                gtn = gt_ref[b, n, h]
-                e = jnp.exp((gtn - gg) * 0.5)[:, None]
-                ko = k_ref[b, rows, h, pl.ds(x * TILE, TILE)].astype(F32) * e
-                ki = k_ref[b, rows, h, pl.ds(y * TILE, TILE)].astype(F32) * e
-                At, Bt = _factors_t(ko, ki, hf, mm, prec)
-                phit = At * Bt * m  # (128, c): the tile, transposed
-                vv = v_ref[b, rows, h, pl.ds(vb * bv, bv)]
-                dec = jnp.exp(gtn)
-                S = S * dec + _dot(phit, vv, mm, prec)
-                z = z * dec + jnp.sum(phit, axis=1)
-                return S, z
-
-            jax.lax.fori_loop(0, n_chunks, body, (jnp.zeros((NT_FEATS, bv), F32), jnp.zeros((NT_FEATS,), F32)))
-
-    out_shape = (
-        jax.ShapeDtypeStruct((B, Hk, n_chunks, nt, NT_FEATS, d), state_dtype),
-        jax.ShapeDtypeStruct((B, Hk, n_chunks, nt, NT_FEATS), F32),
-    )
-    return _call(kernel, out_shape, (B * Hk, nb, nb * 2 * nv), (k, v, g, gt,), interpret=interpret,
-                 params=_params(*KERNEL_CONFIG["state"]), poison=poison)
-
-
 def _params(num_warps: int, num_stages: int):
     from jax.experimental.pallas import triton as plgpu
 
     return plgpu.CompilerParams(num_warps=num_warps, num_stages=num_stages)
 
-def _call(kernel, out_shape, grid, args, *, interpret, params, poison):
-    """pallas_call; with ``poison`` the outputs start as NaN (aliased NaN inputs), so any
-    element a kernel fails to write shows up as NaN downstream."""
+
+def _call(kernel, out_shape, grid, args, *, interpret, params, poison, in_place=None):
+    """pallas_call. With ``poison`` the outputs start as NaN (aliased NaN inputs), so any element
+    a kernel fails to write shows up as NaN downstream. ``in_place`` maps argument positions to
+    output positions written over them (ignored under ``poison``, which needs fresh buffers)."""
+    cp = None if interpret else params
     if not poison:
-        return pl.pallas_call(kernel, out_shape=out_shape, grid=grid, interpret=interpret,
-                              compiler_params=None if interpret else params)(*args)
+        return pl.pallas_call(kernel, out_shape=out_shape, grid=grid, interpret=interpret, compiler_params=cp,
+                              input_output_aliases=dict(in_place or {}))(*args)
     n_in, n_out = len(args), len(out_shape)
     nan_bufs = [jnp.full(o.shape, jnp.nan, o.dtype) for o in out_shape]
 
@@ -192,22 +167,115 @@ def _call(kernel, out_shape, grid, args, *, interpret, params, poison):
         kernel(*refs[:n_in], *refs[n_in + n_out:])
 
     return pl.pallas_call(wrapped, out_shape=out_shape, grid=grid, interpret=interpret,
-                          input_output_aliases={n_in + i: i for i in range(n_out)},
-                          compiler_params=None if interpret else params)(*args, *nan_bufs)
+                          input_output_aliases={n_in + i: i for i in range(n_out)}, compiler_params=cp)(*args, *nan_bufs)
 
+
+def _state_shapes(B, Hk, N, nt, d, state_dtype):
+    return (jax.ShapeDtypeStruct((B, Hk, N, nt, NT_FEATS, d), state_dtype),
+            jax.ShapeDtypeStruct((B, Hk, N, nt, NT_FEATS), F32))
 
 
 # ----------------------------------------------------------------------------------------
-# forward: output pass
+# forward
 # ----------------------------------------------------------------------------------------
+def chunk_states(k, v, g, gt, *, c, state_dtype, mm, prec, interpret, poison=False):
+    """Each chunk's own state contribution. k, v: (B, Tp, Hk, d); g: (B, Tp, Hk); gt: (B, N, Hk).
+
+    Returns Delta (B, Hk, N, T, 128, d) in ``state_dtype`` and dz (B, Hk, N, T, 128) float32:
+    ``sum_{j in chunk n} exp(gt_n - g_j) phi_k(k_j) [v_j^T | 1]`` tile by tile.
+    """
+    B, Tp, Hk, d = k.shape
+    nb, nt, N = d // TILE, n_tiles(d), Tp // c
+
+    def kernel(k_ref, v_ref, g_ref, gt_ref, s_ref, z_ref):
+        n = pl.program_id(0)
+        bh = pl.program_id(1)
+        b = bh // Hk
+        h = bh % Hk
+        rows = pl.ds(n * c, c)
+        e = jnp.exp((gt_ref[b, n, h] - g_ref[b, rows, h]) * 0.5)[:, None]
+        vv = v_ref[b, rows, h, :]
+
+        def body(t, carry):
+            x, y, hf, m = _decode(t, nb)
+            ko = k_ref[b, rows, h, pl.ds(x * TILE, TILE)].astype(F32) * e
+            ki = k_ref[b, rows, h, pl.ds(y * TILE, TILE)].astype(F32) * e
+            At, Bt = _factors_t(ko, ki, hf, mm, prec)
+            phit = At * Bt * m  # (128, c): the weighted key tile, transposed
+            s_ref[b, h, n, t, :, :] = _dot(phit, vv, mm, prec).astype(s_ref.dtype)
+            z_ref[b, h, n, t, :] = jnp.sum(phit, axis=1)
+            return carry
+
+        jax.lax.fori_loop(0, nt, body, 0)
+
+    return _call(kernel, _state_shapes(B, Hk, N, nt, d, state_dtype), (N, B * Hk), (k, v, g, gt),
+                 interpret=interpret, params=_params(*KERNEL_CONFIG["chunk_states"]), poison=poison)
+
+
+def chunk_prefix(delta, dz, gt, *, reverse: bool, interpret, poison=False, rows=None):
+    """Exclusive gated prefix over the chunk axis, written over ``delta``/``dz`` (unless poisoned).
+
+    Forward (``reverse=False``): ``out_0 = 0``, ``out_{n+1} = exp(gt_n) out_n + delta_n`` (the
+    state *before* each chunk). Reverse: ``out_{N-1} = 0``, ``out_{n-1} = exp(gt_n) out_n + delta_n``
+    (the state gradient *after* each chunk). Carried in float32; stored in ``delta``'s dtype.
+    A streaming kernel: grid (batch*heads, tiles, row blocks), no matrix products.
+    """
+    B, Hk, N, nt, F, d = delta.shape
+    R = rows or min(PREFIX_ROWS, F)
+    if F % R:
+        raise ValueError(f"prefix rows {R} must divide {F}")
+
+    def kernel(s_in, z_in, gt_ref, s_out, z_out):
+        bh = pl.program_id(0)
+        t = pl.program_id(1)
+        rb = pl.program_id(2)
+        b = bh // Hk
+        h = bh % Hk
+        rr = pl.ds(rb * R, R)
+
+        def body(i, carry):
+            S, z = carry
+            n = N - 1 - i if reverse else i
+            dS = s_in[b, h, n, t, rr, :].astype(F32)
+            dzz = z_in[b, h, n, t, rr]
+            s_out[b, h, n, t, rr, :] = S.astype(s_out.dtype)
+            z_out[b, h, n, t, rr] = z
+            dec = jnp.exp(gt_ref[b, n, h])
+            return S * dec + dS, z * dec + dzz
+
+        jax.lax.fori_loop(0, N, body, (jnp.zeros((R, d), F32), jnp.zeros((R,), F32)))
+
+    out_shape = (jax.ShapeDtypeStruct(delta.shape, delta.dtype), jax.ShapeDtypeStruct(dz.shape, F32))
+    return _call(kernel, out_shape, (B * Hk, nt, F // R), (delta, dz, gt), interpret=interpret,
+                 params=_params(*KERNEL_CONFIG["prefix"]), poison=poison, in_place={0: 0, 1: 1})
+
+
+def chunk_prefix_xla(delta, dz, gt, *, reverse: bool):
+    """The same exclusive gated prefix as :func:`chunk_prefix`, by ``lax.associative_scan`` in XLA
+    (float32 intermediates; log2(N) passes over the states)."""
+    a = jnp.exp(jnp.transpose(gt, (0, 2, 1)))  # (B, Hk, N)
+
+    def combine(e1, e2):  # e1 applied first, then e2
+        a1, s1, z1 = e1
+        a2, s2, z2 = e2
+        return a1 * a2, a2[..., None, None, None] * s1 + s2, a2[..., None, None] * z1 + z2
+
+    _, s, z = jax.lax.associative_scan(combine, (a, delta.astype(F32), dz), axis=2, reverse=reverse)
+    zs = jnp.zeros_like(s[:, :, :1])
+    zz = jnp.zeros_like(z[:, :, :1])
+    if reverse:
+        s, z = jnp.concatenate([s[:, :, 1:], zs], 2), jnp.concatenate([z[:, :, 1:], zz], 2)
+    else:
+        s, z = jnp.concatenate([zs, s[:, :, :-1]], 2), jnp.concatenate([zz, z[:, :, :-1]], 2)
+    return s.astype(delta.dtype), z
+
+
 def output_pass(q, k, v, g, S, z, *, c, scale, mm, prec, prec32, interpret, poison=False):
-    """y (B, Tp, Hq, d) and den (B, Tp, Hq), float32."""
+    """y (B, Tp, Hq, d) and den (B, Tp, Hq), float32. S, z: states before each chunk."""
     B, Tp, Hq, d = q.shape
     Hk = k.shape[2]
     r = Hq // Hk
-    nb = d // TILE
-    n_chunks = Tp // c
-    tiles = _tiles(nb)
+    nb, nt, N = d // TILE, n_tiles(d), Tp // c
 
     def kernel(q_ref, k_ref, v_ref, g_ref, s_ref, z_ref, o_ref, den_ref):
         n = pl.program_id(0)
@@ -229,101 +297,80 @@ def output_pass(q, k, v, g, S, z, *, c, scale, mm, prec, prec32, interpret, pois
         num = _dot(w, vv, F32, prec32)
         den = jnp.sum(w, axis=1)
         ge = (scale * jnp.exp(gg * 0.5))[:, None]
-        qb = [q_ref[b, rows, hq, pl.ds(i * TILE, TILE)].astype(F32) * ge for i in range(nb)]
-        for t, x, y, hf, _ in tiles:
-            A, Bf = _factors(qb[x], qb[y], hf, mm, prec)
+
+        def body(t, carry):
+            num, den = carry
+            x, y, hf, _ = _decode(t, nb)
+            qo = q_ref[b, rows, hq, pl.ds(x * TILE, TILE)].astype(F32) * ge
+            qi = q_ref[b, rows, hq, pl.ds(y * TILE, TILE)].astype(F32) * ge
+            A, Bf = _factors(qo, qi, hf, mm, prec)
             phi = A * Bf
             num = num + _dot(phi, s_ref[b, h, n, t, :, :], mm, prec)
             den = den + jnp.sum(phi * z_ref[b, h, n, t, :][None, :], axis=1)
+            return num, den
+
+        num, den = jax.lax.fori_loop(0, nt, body, (num, den))
         den_ok = jnp.where(den == 0, 1.0, den)
         o_ref[b, rows, hq, :] = (num / den_ok[:, None]).astype(o_ref.dtype)
         den_ref[b, rows, hq] = den
 
     out_shape = (jax.ShapeDtypeStruct((B, Tp, Hq, d), F32), jax.ShapeDtypeStruct((B, Tp, Hq), F32))
-    return _call(kernel, out_shape, (n_chunks, B * Hq), (q, k, v, g, S, z,), interpret=interpret,
+    return _call(kernel, out_shape, (N, B * Hq), (q, k, v, g, S, z), interpret=interpret,
                  params=_params(*KERNEL_CONFIG["output"]), poison=poison)
 
 
 # ----------------------------------------------------------------------------------------
-# backward: dstate pass (reverse scan over chunks)
+# backward
 # ----------------------------------------------------------------------------------------
-def dstate_pass(q, dn, dd, g, gt, *, c, scale, value_block, state_dtype, mm, prec, interpret, poison=False):
-    """dS (B, Hk, N, T, 128, d) in ``state_dtype``: gradient w.r.t. the state *after* each chunk; dz likewise.
+def chunk_dstates(q, dn, dd, g, *, c, scale, state_dtype, mm, prec, interpret, poison=False):
+    """Each chunk's queries' contribution to the gradient of the state they read:
+    ``Q_n = sum_{i in chunk n, heads sharing the kv head} phi_q(s e^{g_i/2} q_i) [dn_i^T | dd_i]``.
 
     q: (B, Tp, Hq, d); dn: (B, Tp, Hq, d) float32 = dL/dnum; dd: (B, Tp, Hq) float32 = dL/dden.
+    Returns (B, Hk, N, T, 128, d) in ``state_dtype`` and (B, Hk, N, T, 128) float32.
     """
     B, Tp, Hq, d = q.shape
     Hk = g.shape[2]
     r = Hq // Hk
-    nb = d // TILE
-    nt = n_tiles(d)
-    n_chunks = Tp // c
-    bv = value_block
-    nv = d // bv
+    nb, nt, N = d // TILE, n_tiles(d), Tp // c
 
-    def kernel(q_ref, dn_ref, dd_ref, g_ref, gt_ref, ds_ref, dz_ref):
-        bh = pl.program_id(0)
-        x = pl.program_id(1)
-        j = pl.program_id(2)
-        y = j // (2 * nv)
-        hf = (j // nv) % 2
-        vb = j % nv
+    def kernel(q_ref, dn_ref, dd_ref, g_ref, ds_ref, dz_ref):
+        n = pl.program_id(0)
+        bh = pl.program_id(1)
         b = bh // Hk
         h = bh % Hk
+        rows = pl.ds(n * c, c)
+        ge = (scale * jnp.exp(g_ref[b, rows, h] * 0.5))[:, None]
 
-        @pl.when(x <= y)
-        def _():
-            t = _tile_id(x, y, hf)
+        def body(t, carry):
+            x, y, hf, _ = _decode(t, nb)
+            acc = jnp.zeros((NT_FEATS, d), F32)
+            accz = jnp.zeros((NT_FEATS,), F32)
+            for j in range(r):
+                hq = h * r + j
+                qo = q_ref[b, rows, hq, pl.ds(x * TILE, TILE)].astype(F32) * ge
+                qi = q_ref[b, rows, hq, pl.ds(y * TILE, TILE)].astype(F32) * ge
+                At, Bt = _factors_t(qo, qi, hf, mm, prec)
+                phit = At * Bt  # (128, c)
+                acc = acc + _dot(phit, dn_ref[b, rows, hq, :], mm, prec)
+                accz = accz + jnp.sum(phit * dd_ref[b, rows, hq][None, :], axis=1)
+            ds_ref[b, h, n, t, :, :] = acc.astype(ds_ref.dtype)
+            dz_ref[b, h, n, t, :] = accz
+            return carry
 
-            def body(i, carry):
-                dS, dz = carry
-                n = n_chunks - 1 - i
-                ds_ref[b, h, n, t, :, pl.ds(vb * bv, bv)] = dS.astype(ds_ref.dtype)
+        jax.lax.fori_loop(0, nt, body, 0)
 
-                @pl.when(vb == 0)
-                def _():
-                    dz_ref[b, h, n, t, :] = dz
-
-                rows = pl.ds(n * c, c)
-                gg = g_ref[b, rows, h]
-                gtn = gt_ref[b, n, h]
-                ge = (scale * jnp.exp(gg * 0.5))[:, None]
-                dec = jnp.exp(gtn)
-                dS = dS * dec
-                dz = dz * dec
-                for j in range(r):
-                    hq = h * r + j
-                    qo = q_ref[b, rows, hq, pl.ds(x * TILE, TILE)].astype(F32) * ge
-                    qi = q_ref[b, rows, hq, pl.ds(y * TILE, TILE)].astype(F32) * ge
-                    At, Bt = _factors_t(qo, qi, hf, mm, prec)
-                    phit = At * Bt  # (128, c)
-                    dnv = dn_ref[b, rows, hq, pl.ds(vb * bv, bv)]
-                    dS = dS + _dot(phit, dnv, mm, prec)
-                    dz = dz + jnp.sum(phit * dd_ref[b, rows, hq][None, :], axis=1)
-                return dS, dz
-
-            jax.lax.fori_loop(0, n_chunks, body, (jnp.zeros((NT_FEATS, bv), F32), jnp.zeros((NT_FEATS,), F32)))
-
-    out_shape = (
-        jax.ShapeDtypeStruct((B, Hk, n_chunks, nt, NT_FEATS, d), state_dtype),
-        jax.ShapeDtypeStruct((B, Hk, n_chunks, nt, NT_FEATS), F32),
-    )
-    return _call(kernel, out_shape, (B * Hk, nb, nb * 2 * nv), (q, dn, dd, g, gt,), interpret=interpret,
-                 params=_params(*KERNEL_CONFIG["dstate"]), poison=poison)
+    return _call(kernel, _state_shapes(B, Hk, N, nt, d, state_dtype), (N, B * Hk), (q, dn, dd, g),
+                 interpret=interpret, params=_params(*KERNEL_CONFIG["chunk_dstates"]), poison=poison)
 
 
-# ----------------------------------------------------------------------------------------
-# backward: per-chunk gradients
-# ----------------------------------------------------------------------------------------
-def grads_key_state(k, v, g, gt, dS, dz, *, c, mm, prec, interpret, poison=False):
+def grads_key_state(k, v, g, gt, dS, dz, *, c, mm, prec, prec32, interpret, poison=False):
     """Keys/values through the state after their chunk: dk, dv (B,Tp,Hk,d) and gk (B,Tp,Hk), float32.
 
     ``gk_j`` is the part of ``sum_i dL/dw_ij w_ij`` (key j as sender) from later chunks.
     """
     B, Tp, Hk, d = k.shape
-    nb = d // TILE
-    n_chunks = Tp // c
-    tiles = _tiles(nb)
+    nb, nt, N = d // TILE, n_tiles(d), Tp // c
 
     def kernel(k_ref, v_ref, g_ref, gt_ref, ds_ref, dz_ref, dk_ref, dv_ref, gk_ref):
         n = pl.program_id(0)
@@ -331,26 +378,27 @@ def grads_key_state(k, v, g, gt, dS, dz, *, c, mm, prec, interpret, poison=False
         b = bh // Hk
         h = bh % Hk
         rows = pl.ds(n * c, c)
-        gg = g_ref[b, rows, h]
-        gtn = gt_ref[b, n, h]
         vv = v_ref[b, rows, h, :]
-        ek = jnp.exp((gtn - gg) * 0.5)[:, None]
-        kh = [k_ref[b, rows, h, pl.ds(i * TILE, TILE)].astype(F32) * ek for i in range(nb)]
-        dkh = [jnp.zeros((c, TILE), F32) for _ in range(nb)]
-        dv = jnp.zeros((c, d), F32)
-        gk = jnp.zeros((c,), F32)
-        for t, x, y, hf, m in tiles:
-            A, Bf = _factors(kh[x], kh[y], hf, mm, prec)
+        ek = jnp.exp((gt_ref[b, n, h] - g_ref[b, rows, h]) * 0.5)[:, None]
+
+        def body(t, carry):
+            dk, dv, gk = carry
+            x, y, hf, m = _decode(t, nb)
+            ko = k_ref[b, rows, h, pl.ds(x * TILE, TILE)].astype(F32) * ek
+            ki = k_ref[b, rows, h, pl.ds(y * TILE, TILE)].astype(F32) * ek
+            A, Bf = _factors(ko, ki, hf, mm, prec)
             phik = A * Bf
             dSt = ds_ref[b, h, n, t, :, :]
             dv = dv + _dot(phik * m, dSt, mm, prec)
             dphi = _dot(vv, dSt, mm, prec, tb=True) + dz_ref[b, h, n, t, :][None, :]
             gk = gk + jnp.sum(phik * dphi, axis=1) * m
             go, gi = _phi_transpose(dphi * m, A, Bf, hf, mm, prec)
-            dkh[x] = dkh[x] + go
-            dkh[y] = dkh[y] + gi
-        for i in range(nb):
-            dk_ref[b, rows, h, pl.ds(i * TILE, TILE)] = dkh[i] * ek
+            dk = dk + _place(go, x, d, prec32) + _place(gi, y, d, prec32)
+            return dk, dv, gk
+
+        init = (jnp.zeros((c, d), F32), jnp.zeros((c, d), F32), jnp.zeros((c,), F32))
+        dk, dv, gk = jax.lax.fori_loop(0, nt, body, init)
+        dk_ref[b, rows, h, :] = dk * ek
         dv_ref[b, rows, h, :] = dv
         gk_ref[b, rows, h] = gk
 
@@ -359,11 +407,11 @@ def grads_key_state(k, v, g, gt, dS, dz, *, c, mm, prec, interpret, poison=False
         jax.ShapeDtypeStruct((B, Tp, Hk, d), F32),
         jax.ShapeDtypeStruct((B, Tp, Hk), F32),
     )
-    return _call(kernel, out_shape, (n_chunks, B * Hk), (k, v, g, gt, dS, dz), interpret=interpret,
+    return _call(kernel, out_shape, (N, B * Hk), (k, v, g, gt, dS, dz), interpret=interpret,
                  params=_params(*KERNEL_CONFIG["grads_k"]), poison=poison)
 
 
-def grads_query_state(q, g, S, z, dn, dd, *, c, scale, mm, prec, interpret, poison=False):
+def grads_query_state(q, g, S, z, dn, dd, *, c, scale, mm, prec, prec32, interpret, poison=False):
     """Queries through the state before their chunk: dq (B,Tp,Hq,d) and gq (B,Tp,Hq), float32.
 
     ``gq_i`` is the part of ``sum_j dL/dw_ij w_ij`` (query i as receiver) from earlier chunks.
@@ -371,9 +419,7 @@ def grads_query_state(q, g, S, z, dn, dd, *, c, scale, mm, prec, interpret, pois
     B, Tp, Hq, d = q.shape
     Hk = g.shape[2]
     r = Hq // Hk
-    nb = d // TILE
-    n_chunks = Tp // c
-    tiles = _tiles(nb)
+    nb, nt, N = d // TILE, n_tiles(d), Tp // c
 
     def kernel(q_ref, g_ref, s_ref, z_ref, dn_ref, dd_ref, dq_ref, gq_ref):
         n = pl.program_id(0)
@@ -382,26 +428,28 @@ def grads_query_state(q, g, S, z, dn, dd, *, c, scale, mm, prec, interpret, pois
         hq = bh % Hq
         h = hq // r
         rows = pl.ds(n * c, c)
-        gg = g_ref[b, rows, h]
-        ge = (scale * jnp.exp(gg * 0.5))[:, None]
-        qh = [q_ref[b, rows, hq, pl.ds(i * TILE, TILE)].astype(F32) * ge for i in range(nb)]
+        ge = (scale * jnp.exp(g_ref[b, rows, h] * 0.5))[:, None]
         dnn = dn_ref[b, rows, hq, :]
         ddd = dd_ref[b, rows, hq]
-        dqh = [jnp.zeros((c, TILE), F32) for _ in range(nb)]
-        gq = jnp.zeros((c,), F32)
-        for t, x, y, hf, _ in tiles:
+
+        def body(t, carry):
+            dq, gq = carry
+            x, y, hf, _ = _decode(t, nb)
             dphi = _dot(dnn, s_ref[b, h, n, t, :, :], mm, prec, tb=True) + ddd[:, None] * z_ref[b, h, n, t, :][None, :]
-            A, Bf = _factors(qh[x], qh[y], hf, mm, prec)
+            qo = q_ref[b, rows, hq, pl.ds(x * TILE, TILE)].astype(F32) * ge
+            qi = q_ref[b, rows, hq, pl.ds(y * TILE, TILE)].astype(F32) * ge
+            A, Bf = _factors(qo, qi, hf, mm, prec)
             gq = gq + jnp.sum(A * Bf * dphi, axis=1)
             go, gi = _phi_transpose(dphi, A, Bf, hf, mm, prec)
-            dqh[x] = dqh[x] + go
-            dqh[y] = dqh[y] + gi
-        for i in range(nb):
-            dq_ref[b, rows, hq, pl.ds(i * TILE, TILE)] = dqh[i] * ge
+            dq = dq + _place(go, x, d, prec32) + _place(gi, y, d, prec32)
+            return dq, gq
+
+        dq, gq = jax.lax.fori_loop(0, nt, body, (jnp.zeros((c, d), F32), jnp.zeros((c,), F32)))
+        dq_ref[b, rows, hq, :] = dq * ge
         gq_ref[b, rows, hq] = gq
 
     out_shape = (jax.ShapeDtypeStruct((B, Tp, Hq, d), F32), jax.ShapeDtypeStruct((B, Tp, Hq), F32))
-    return _call(kernel, out_shape, (n_chunks, B * Hq), (q, g, S, z, dn, dd), interpret=interpret,
+    return _call(kernel, out_shape, (N, B * Hq), (q, g, S, z, dn, dd), interpret=interpret,
                  params=_params(*KERNEL_CONFIG["grads_q"]), poison=poison)
 
 
@@ -469,8 +517,8 @@ def grads_pass(q, k, v, g, gt, S, z, dS, dz, dn, dd, *, c, scale, mm, prec, prec
     ``gq_i = sum_j dL/dw_ij w_ij`` (query i as receiver) and ``gk_j = sum_i dL/dw_ij w_ij`` (key j
     as sender, summed over the heads sharing it); ``dL/dG = sum_heads gq - gk`` (see fused.py).
     """
-    kw = dict(c=c, mm=mm, prec=prec, interpret=interpret, poison=poison)
-    dq_i, dk_i, dv_i, gq_i, gk_i = grads_intra(q, k, v, g, dn, dd, scale=scale, prec32=prec32, **kw)
+    kw = dict(c=c, mm=mm, prec=prec, prec32=prec32, interpret=interpret, poison=poison)
+    dq_i, dk_i, dv_i, gq_i, gk_i = grads_intra(q, k, v, g, dn, dd, scale=scale, **kw)
     dq_s, gq_s = grads_query_state(q, g, S, z, dn, dd, scale=scale, **kw)
     dk_s, dv_s, gk_s = grads_key_state(k, v, g, gt, dS, dz, **kw)
     return dq_i + dq_s, dk_i + dk_s, dv_i + dv_s, gq_i + gq_s, gk_i + gk_s
