@@ -40,7 +40,7 @@ import gin
 import jax
 import jax.numpy as jnp
 
-from accumbens.sequence.power_attention import power_attention
+from accumbens.sequence.masked import masked_power_attention
 from accumbens.sequence.windowed import init_window_state, window_step
 
 ATTENTIONS = ("power", "softmax")
@@ -110,23 +110,6 @@ def _softmax_step(cache: SoftmaxCache, q, k, v, log_g, scale: float) -> tuple[So
     return cache, jnp.einsum("bhc,bchd->bhd", weights, cache.v)
 
 
-def first_valid(mask: jax.Array) -> jax.Array:
-    """Index of each sequence's first valid step: mask [B, T] bool -> [B] int32 (0 if none)."""
-    return jnp.argmax(mask, axis=1).astype(jnp.int32)
-
-
-def shift_left(x: jax.Array, shift: jax.Array) -> jax.Array:
-    """x [B, T, ...] with each row b rotated left by shift[b] along time: out[b, i] = x[b, (i + shift[b]) % T].
-
-    A negative shift rotates right (the inverse). Rotating a sequence whose first `shift` steps
-    are masked padding moves the padding to the end, where causality keeps it out of every valid
-    output of the causal attention."""
-    t = x.shape[1]
-    index = (jnp.arange(t)[None, :] + shift[:, None]) % t  # [B, T]
-    index = index.reshape(index.shape + (1,) * (x.ndim - 2))
-    return jnp.take_along_axis(x, index, axis=1)
-
-
 class AttentionBlock(nn.Module):
     """One pre-norm block: gated (power or softmax) attention, then an MLP, both residual."""
 
@@ -166,13 +149,10 @@ class AttentionBlock(nn.Module):
         """Parallel form: x [B, T, dim], mask [B, T] bool -> [B, T, dim]."""
         q, k, v, log_g = self._project(x)
         if self.attention == "power":
-            k = k * mask[:, :, None, None].astype(k.dtype)  # a zero key has weight (q.0)^p = 0
-            log_g = jnp.where(mask[:, :, None], log_g, 0.0)
-            # Chunks start at each sequence's first valid step, as the acting state's do.
-            shift = first_valid(mask)
-            q, k, v, log_g = (shift_left(a, shift) for a in (q, k, v, log_g))
-            y = power_attention(q, k, v, log_g, degree=self.degree, chunk_size=self.chunk_size, impl=self.impl)
-            y = shift_left(y, -shift)
+            # masked steps contribute nothing; chunks start at the episode start, as acting's do
+            y = masked_power_attention(
+                q, k, v, log_g, mask, degree=self.degree, chunk_size=self.chunk_size, impl=self.impl
+            )
         else:
             y = softmax_attention(q, k, v, log_g, mask, 1.0 / math.sqrt(self.head_dim))
         return self._finish(x, y)

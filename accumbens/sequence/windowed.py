@@ -13,7 +13,7 @@ the power), ``g`` the gate log-sum from the chunk start and ``(S_n, z_n)`` the e
 the *completed* chunks only, decayed to the chunk boundary. The state carries
 
   * ``S, z``: the state of the completed chunks, ``(batch, kv_heads, D, d)`` and ``(..., D)``;
-  * ``k, v, g``: a buffer of the current chunk's keys, values and local cumulative log gates,
+  * ``k, v, log_g``: a buffer of the current chunk's keys, values and log gates,
     ``(batch, chunk, kv_heads, d)`` and ``(batch, chunk, kv_heads)``;
   * ``position``: ``(batch,)`` int32, how many tokens of the current chunk are in the buffer.
 
@@ -35,19 +35,28 @@ state therefore differs from training by ~``1e-7 x`` (the score conditioning of 
 on an unlucky draw of the encoder was 0.16 on a LayerNorm-ed feature
 (``tests/sequence/test_encoder.py``): the agent acted on a different policy than it trained.
 
-Accuracy argument. Here acting and training evaluate the same expression term by term: the
-current chunk in the attention form (where both are accurate to float32 rounding of ``q.k``),
-the earlier chunks through a state built by the same fold and read by the same product. What is
-left between them is the rounding of identical formulas evaluated in a different order (an
-einsum over one query instead of ``c``, the gate cumsum step by step instead of in one call): the
-same error sources with the same magnitudes, not the cancellation gap between two different
-formulas. Agreement with *exact* arithmetic is unchanged (the state part keeps the chunked
-form's own conditioning), but the policy acted on is the policy trained, which is what an agent
-needs. For sequences no longer than the chunk both forms are the pure attention form.
+Accuracy argument. Acting and training here evaluate the same expression term by term:
 
-Chunk alignment. This equals the chunked form only if both start their chunks at the same
-token. The acting state starts at the episode start; the encoder's parallel form shifts each
-sequence so that its first valid step begins a chunk (``accumbens.sequence.encoder``).
+  * the current chunk in the attention form, where both lose only the rounding of ``q.k``
+    (relative error ~eps |q||k| / |q.k|, the square root of the expanded form's conditioning);
+  * the earlier chunks through a state built by the same fold from the same inputs (bitwise the
+    same state on CPU in our checks, gate cumsum included) and read by the same product.
+
+So the large gap between two *different* formulas is gone. What remains is the rounding of the
+same formulas evaluated in a different order (a dot product for one query instead of a matrix
+product for ``c``): where a query is nearly orthogonal to the keys of *earlier* chunks, the state
+read-out ``phi_q(q)^T z`` is itself ill-conditioned, training's own value is then off from exact
+arithmetic by ~eps x that conditioning, and acting differs from training by about as much
+(on float32 inputs built with each query orthogonal to every earlier key, head_dim 8, chunk 4,
+both were ~1e-2 at the two steps after the first chunk, the read-out's two forms ~3e-3 apart). That case needs a query orthogonal to every key of the earlier chunks, which is rare
+for random encoders, whereas the case fixed here (few keys, early in an episode or chunk) is the
+common one. Over random encoders the float32 gap went from up to 0.26 to ~1e-5 for degree 2
+(``tests/sequence/test_encoder.py``). For episodes no longer than the chunk both forms are the
+attention form throughout.
+
+Chunk alignment. Acting equals the chunked form only if both start their chunks at the same
+token. The acting state starts at the episode start; the encoder's parallel form rotates each
+replay history so that its first valid step begins a chunk (:mod:`accumbens.sequence.masked`).
 
 Example::
 
@@ -78,7 +87,7 @@ class WindowState(NamedTuple):
       z: ``(batch, kv_heads, D)`` its normaliser, ``sum phi_k(k)``.
       k, v: ``(batch, chunk, kv_heads, head_dim)`` keys and values of the current chunk (slots
         ``>= position`` are stale and ignored).
-      g: ``(batch, chunk, kv_heads)`` cumulative log gate from the chunk start, per slot.
+      log_g: ``(batch, chunk, kv_heads)`` log gates of the current chunk's steps.
       position: ``(batch,)`` int32, tokens of the current chunk held in the buffer (0..chunk-1).
     """
 
@@ -86,12 +95,12 @@ class WindowState(NamedTuple):
     z: Array
     k: Array
     v: Array
-    g: Array
+    log_g: Array
     position: Array
 
     @property
     def chunk_size(self) -> int:
-        return self.k.shape[1]
+        return self.k.shape[-3]
 
     @property
     def degree(self) -> int:
@@ -119,7 +128,7 @@ def init_window_state(
         z=jnp.zeros((batch, kv_heads, D), dtype),
         k=jnp.zeros((batch, c, kv_heads, head_dim), dtype),
         v=jnp.zeros((batch, c, kv_heads, head_dim), dtype),
-        g=jnp.zeros((batch, c, kv_heads), dtype),
+        log_g=jnp.zeros((batch, c, kv_heads), dtype),
         position=jnp.zeros((batch,), jnp.int32),
     )
 
@@ -176,12 +185,14 @@ def window_step(
     slot = jax.nn.one_hot(pos, c, dtype=bool)  # (b, c)
     seen = jnp.arange(c)[None, :] <= pos[:, None]  # (b, c): slots of this chunk up to and including now
     lg = jnp.zeros((b, hk), acc) if log_g_t is None else log_g_t.astype(acc)
-    prev = jnp.take_along_axis(state.g.astype(acc), jnp.maximum(pos - 1, 0)[:, None, None], axis=1)[:, 0]
-    g_now = jnp.where((pos > 0)[:, None], prev, 0.0) + lg  # (b, hk) gate log-sum from the chunk start
     kb = jnp.where(slot[:, :, None, None], k_t.astype(acc)[:, None], state.k.astype(acc))
     vb = jnp.where(slot[:, :, None, None], v_t.astype(acc)[:, None], state.v.astype(acc))
-    gb = jnp.where(slot[:, :, None], g_now[:, None], state.g.astype(acc))
-    gb = jnp.where(seen[:, :, None], gb, 0.0)  # stale slots: no gate (they are also masked below)
+    ab = jnp.where(slot[:, :, None], lg[:, None], state.log_g.astype(acc))
+    ab = jnp.where(seen[:, :, None], ab, 0.0)  # stale slots: no gate (they are also masked below)
+    # Gate log-sums from the chunk start by the same cumsum over c slots as chunked.py, so that
+    # they round alike: a prefix sum depends only on the entries up to it.
+    gb = jnp.cumsum(ab, axis=1)  # (b, c, hk)
+    g_now = jnp.take_along_axis(gb, pos[:, None, None], axis=1)[:, 0]  # (b, hk)
     S, z = state.S.astype(acc), state.z.astype(acc)
 
     # --- inside the chunk: attention form, as chunked.py ---
@@ -213,7 +224,7 @@ def window_step(
         z=z.astype(dt),
         k=kb.astype(dt),
         v=vb.astype(dt),
-        g=gb.astype(dt),
+        log_g=ab.astype(dt),
         position=jnp.where(done, 0, pos + 1).astype(jnp.int32),
     )
     return new, y
