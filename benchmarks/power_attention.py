@@ -9,10 +9,20 @@ gated, 65536 tokens per call at (batch, time) in (64,1024), (16,4096), (4,16384)
   * the power-attention package's Triton power_full (PyTorch), if importable
 
 forward and forward+backward (gradients of all inputs), medians after warm-up, inputs
-rotated among three sets so repeated calls do not run from cache. Before timing it checks
-that the package and our kernel compute the same function (relative error of each against
-our float64 reference on a small gated case). Prints a table and writes
-benchmarks/results/power_attention.json (or --out).
+rotated among three sets so repeated calls do not run from cache; for the fused kernels also
+the first call's time (compile + run). After the table rows: a per-kernel breakdown of the
+fused kernels (compile and median time of each) and a cross-check that the package and our
+kernel compute the same function (relative error of each against our float64 reference on a
+small gated case). Prints a table and writes benchmarks/results/power_attention.json (or
+--out), rewritten after every row.
+
+Choose what runs with --impls (fused, fused_xla = fused with the XLA chunk prefix, chunked,
+cudnn, package), --skip breakdown,crosscheck, --shapes, and bound the run with --deadline_s
+(no new measurement starts once another as long as the longest so far would pass it). The
+fused-only device run with the chunked form as the in-run baseline:
+
+  python benchmarks/power_attention.py --impls fused,chunked --skip crosscheck \
+      --breakdown_shapes 1x65536 --deadline_s 480 --out $OUT/power_attention.json
 
 Operation counts (per token and head, D = C(d+1, 2) = 2080, c = chunk):
   power attention forward  = 4 D (d+1) + 2 c d     (state update + state query incl. the
@@ -174,7 +184,6 @@ def _x64():
 
 def crosscheck(log):
     """Package and our fused kernel against our float64 reference on one small gated case."""
-    import jax
     import jax.numpy as jnp
 
     from accumbens.sequence import power_attention
@@ -210,8 +219,17 @@ def crosscheck(log):
     return res
 
 
+def _timed_first(fn, *a):
+    """Seconds of the first call (compile + one run)."""
+    import jax
+
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*a))
+    return time.perf_counter() - t0
+
+
 def breakdown(b, t, reps, log):
-    """Time each fused kernel alone (state, output, dstate, grads) at one shape."""
+    """Compile time (first call) and median time of each fused kernel alone at one shape."""
     import jax
     import jax.numpy as jnp
 
@@ -220,159 +238,195 @@ def breakdown(b, t, reps, log):
 
     q, k, v, lg, ct = jax_inputs(b, t, 0)
     c = CHUNK
-    n = t // c
-    mm, prec = fz._config(q.dtype, False)
+    interp = jax.default_backend() != "gpu"  # Pallas interpret mode off-GPU (for a CPU smoke test)
+    mm, prec = fz._config(q.dtype, interp)
+    p32 = fz._prec32(interp)
     s = 1.0 / math.sqrt(DHEAD)
-    vb = 32 if b * H * fk.n_tiles(DHEAD) < 264 else DHEAD
     g, gt = jax.jit(lambda lg: fz._prepare_gates(lg, c))(lg)
-    st = jax.jit(lambda k, v, g, gt: fk.state_pass(k, v, g, gt, c=c, n_chunks=n, value_block=vb, state_dtype=mm,
-                                                    mm=mm, prec=prec, interpret=False))
-    S, z = st(k, v, g, gt)
-    out = jax.jit(lambda q, k, v, g, S, z: fk.output_pass(q, k, v, g, S, z, c=c, scale=s, mm=mm, prec=prec, prec32=fz._prec32(False),
-                                                           interpret=False))
-    y, den = out(q, k, v, g, S, z)
+    kern = {
+        "chunk_states": (jax.jit(lambda k, v, g, gt: fk.chunk_states(k, v, g, gt, c=c, state_dtype=mm, mm=mm, prec=prec,
+                                                                      interpret=interp)), (k, v, g, gt)),
+    }
+    delta, dzc = kern["chunk_states"][0](k, v, g, gt)
+    kern["prefix_pallas"] = (jax.jit(lambda a, z, gt: fk.chunk_prefix(a, z, gt, reverse=False, interpret=interp)),
+                             (delta, dzc, gt))
+    kern["prefix_xla"] = (jax.jit(lambda a, z, gt: fk.chunk_prefix_xla(a, z, gt, reverse=False)), (delta, dzc, gt))
+    S, z = kern["prefix_xla"][0](delta, dzc, gt)
+    kern["output"] = (jax.jit(lambda q, k, v, g, S, z: fk.output_pass(q, k, v, g, S, z, c=c, scale=s, mm=mm, prec=prec,
+                                                                       prec32=p32, interpret=interp)), (q, k, v, g, S, z))
+    y, den = kern["output"][0](q, k, v, g, S, z)
     dn = ct.astype(jnp.float32) / den[..., None]
     dd = -jnp.sum(ct.astype(jnp.float32) * y.astype(jnp.float32), -1) / den
-    dst = jax.jit(lambda q, dn, dd, g, gt: fk.dstate_pass(q, dn, dd, g, gt, c=c, scale=s, value_block=vb,
-                                                           state_dtype=mm, mm=mm, prec=prec, interpret=False))
-    dS, dz = dst(q, dn, dd, g, gt)
-    gr = jax.jit(lambda *a: fk.grads_pass(*a, c=c, scale=s, mm=mm, prec=prec, prec32=fz._prec32(False),
-                                          interpret=False))
-    res = {
-        "state": median_time_jax(st, [(k, v, g, gt)], reps),
-        "output": median_time_jax(out, [(q, k, v, g, S, z)], reps),
-        "dstate": median_time_jax(dst, [(q, dn, dd, g, gt)], reps),
-        "grads": median_time_jax(gr, [(q, k, v, g, gt, S, z, dS, dz, dn, dd)], reps),
-        "state_bytes_per_pass": int(S.size * S.dtype.itemsize + z.size * 4),
-    }
-    log(f"fused kernel breakdown at {b}x{t} (ms): {json.dumps(res)}")
+    kern["chunk_dstates"] = (jax.jit(lambda q, dn, dd, g: fk.chunk_dstates(q, dn, dd, g, c=c, scale=s, state_dtype=mm,
+                                                                            mm=mm, prec=prec, interpret=interp)),
+                             (q, dn, dd, g))
+    Qn, Qz = kern["chunk_dstates"][0](q, dn, dd, g)
+    kern["prefix_pallas_reverse"] = (jax.jit(lambda a, z, gt: fk.chunk_prefix(a, z, gt, reverse=True, interpret=interp)),
+                                     (Qn, Qz, gt))
+    dS, dz = jax.jit(lambda a, z, gt: fk.chunk_prefix_xla(a, z, gt, reverse=True))(Qn, Qz, gt)
+    kw = dict(c=c, mm=mm, prec=prec, prec32=p32, interpret=interp)
+    kern["grads_intra"] = (jax.jit(lambda q, k, v, g, dn, dd: fk.grads_intra(q, k, v, g, dn, dd, scale=s, **kw)),
+                           (q, k, v, g, dn, dd))
+    kern["grads_q"] = (jax.jit(lambda q, g, S, z, dn, dd: fk.grads_query_state(q, g, S, z, dn, dd, scale=s, **kw)),
+                       (q, g, S, z, dn, dd))
+    kern["grads_k"] = (jax.jit(lambda k, v, g, gt, dS, dz: fk.grads_key_state(k, v, g, gt, dS, dz, **kw)),
+                       (k, v, g, gt, dS, dz))
+    res = {"state_bytes_per_pass": int(delta.size * delta.dtype.itemsize + dzc.size * 4)}
+    for name, (fn, a) in kern.items():
+        try:
+            first = _timed_first(fn, *a)
+            res[name] = {"first_call_s": first, "ms": median_time_jax(fn, [a], reps)}
+        except Exception as e:
+            res[name] = {"error": repr(e)[:300]}
+        log(f"breakdown {b}x{t} {name}: {json.dumps(res[name])}")
     return res
 
 
-def diag(b, t, log, state_only=False):
-    """Compile time and one run time of each fused kernel at one shape (progress logged as it goes)."""
+def bench_fused_prefix(prefix, b, t, reps):
+    """The fused kernels with a chosen chunk prefix ("pallas" or "xla"): forward and fwd+bwd
+    medians (ms) and first-call (compile + run) seconds."""
     import jax
     import jax.numpy as jnp
 
-    from accumbens.sequence import fused as fz
-    from accumbens.sequence import fused_kernels as fk
+    from accumbens.sequence.fused import power_attention_fused
 
-    q, k, v, lg, ct = jax_inputs(b, t, 0)
-    c = CHUNK
-    n = t // c
-    mm, prec = fz._config(q.dtype, False)
-    s = 1.0 / math.sqrt(DHEAD)
-    vb = 32 if b * H * fk.n_tiles(DHEAD) < 264 else DHEAD
-    g, gt = jax.jit(lambda lg: fz._prepare_gates(lg, c))(lg)
+    sets = [jax_inputs(b, t, s) for s in range(3)]
+    fn = lambda q, k, v, lg: power_attention_fused(q, k, v, lg, chunk_size=CHUNK, prefix=prefix)
+    f = jax.jit(fn)
+    g = jax.jit(jax.grad(lambda q, k, v, lg, ct: jnp.sum(fn(q, k, v, lg).astype(jnp.float32) * ct.astype(jnp.float32)),
+                         argnums=(0, 1, 2, 3)))
+    out = {"fwd_first_s": _timed_first(f, *sets[0][:4])}
+    out["fwd_ms"] = median_time_jax(f, [s[:4] for s in sets], reps)
+    out["fwdbwd_first_s"] = _timed_first(g, *sets[0])
+    out["fwdbwd_ms"] = median_time_jax(g, sets, reps)
+    return out
 
-    def go(name, f, *a):
-        t0 = time.perf_counter()
-        comp = jax.jit(f).lower(*a).compile()
-        t1 = time.perf_counter()
-        out = jax.block_until_ready(comp(*a))
-        t2 = time.perf_counter()
-        out = jax.block_until_ready(comp(*a))
-        t3 = time.perf_counter()
-        log(f"diag {b}x{t} {name}: compile {t1 - t0:.1f}s first run {t2 - t1:.3f}s second run {(t3 - t2) * 1e3:.2f}ms")
-        return out
 
-    for cfg in [(8, 2)] if state_only else [(8, 2), (8, 1), (4, 1), (4, 2)]:
-        fk.KERNEL_CONFIG["state"] = cfg
-        fk.KERNEL_CONFIG["dstate"] = cfg
-        S, z = go(f"state{cfg}", lambda k, v, g, gt: fk.state_pass(k, v, g, gt, c=c, n_chunks=n, value_block=vb,
-                                                                     state_dtype=mm, mm=mm, prec=prec, interpret=False),
-                  k, v, g, gt)
-    y, den = go("output", lambda q, k, v, g, S, z: fk.output_pass(q, k, v, g, S, z, c=c, scale=s, mm=mm, prec=prec, prec32=fz._prec32(False),
-                                                                  interpret=False), q, k, v, g, S, z)
-    dn = ct.astype(jnp.float32) / den[..., None]
-    dd = -jnp.sum(ct.astype(jnp.float32) * y.astype(jnp.float32), -1) / den
-    if state_only:
-        dn = ct.astype(jnp.float32)
-        dd = jnp.sum(dn, -1)
-        go("dstate(8, 2)", lambda q, dn, dd, g, gt: fk.dstate_pass(
-            q, dn, dd, g, gt, c=c, scale=s, value_block=vb, state_dtype=mm, mm=mm, prec=prec, interpret=False),
-            q, dn, dd, g, gt)
-        return
-    for cfg in [(8, 2), (4, 1)]:
-        fk.KERNEL_CONFIG["dstate"] = cfg
-        dS, dz = go(f"dstate{cfg}", lambda q, dn, dd, g, gt: fk.dstate_pass(
-            q, dn, dd, g, gt, c=c, scale=s, value_block=vb, state_dtype=mm, mm=mm, prec=prec, interpret=False),
-            q, dn, dd, g, gt)
-    kw = dict(c=c, mm=mm, prec=prec, interpret=False)
-    go("grads_intra", lambda q, k, v, g, dn, dd: fk.grads_intra(q, k, v, g, dn, dd, scale=s, prec32=fz._prec32(False),
-                                                                **kw), q, k, v, g, dn, dd)
-    go("grads_q", lambda q, g, S, z, dn, dd: fk.grads_query_state(q, g, S, z, dn, dd, scale=s, **kw), q, g, S, z, dn, dd)
-    go("grads_k", lambda k, v, g, gt, dS, dz: fk.grads_key_state(k, v, g, gt, dS, dz, **kw), k, v, g, gt, dS, dz)
+def _write(result, path):
+    """Write the JSON atomically (called after every row, so a killed run keeps its rows)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(result, fh, indent=1)
+    os.replace(tmp, path)
+
+
+METHODS = ("fused", "fused_xla", "chunked", "cudnn", "package")
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "power_attention.json"))
-    ap.add_argument("--skip", default="", help="comma list of: fused,chunked,cudnn,package,crosscheck,breakdown")
+    ap.add_argument("--impls", default="fused,chunked,cudnn,package",
+                    help=f"comma list of {','.join(METHODS)} (fused_xla: the fused kernels with the XLA chunk prefix)")
+    ap.add_argument("--skip", default="", help="comma list of: crosscheck,breakdown (and impl names)")
     ap.add_argument("--shapes", default="", help="e.g. 64x1024,1x65536")
-    ap.add_argument("--diag", default="", help="BxT: compile/run time of each fused kernel, then exit")
-    ap.add_argument("--diag-state-only", action="store_true")
+    ap.add_argument("--breakdown_shapes", default="1x65536,64x1024", help="shapes of the per-kernel breakdown")
+    ap.add_argument("--deadline_s", type=float, default=0.0,
+                    help="start no new measurement once it would likely end past this many seconds (0: none); "
+                         "the JSON is rewritten after every row, so a killed run keeps what it measured")
+    ap.add_argument("--kernel_config", default="",
+                    help="override (num_warps, num_stages) of fused kernels before tracing, e.g. output=8:1,prefix=4:1")
     args = ap.parse_args()
+    t_start = time.perf_counter()
+    if args.kernel_config:
+        from accumbens.sequence import fused_kernels as fk
+
+        for item in args.kernel_config.split(","):
+            name, cfg = item.split("=")
+            if name not in fk.KERNEL_CONFIG:
+                ap.error(f"unknown kernel {name!r}; choose from {sorted(fk.KERNEL_CONFIG)}")
+            fk.KERNEL_CONFIG[name] = tuple(int(x) for x in cfg.split(":"))
     skip = set(filter(None, args.skip.split(",")))
+    impls = [m for m in filter(None, args.impls.split(",")) if m not in skip]
+    bad = [m for m in impls if m not in METHODS]
+    if bad:
+        ap.error(f"unknown impls {bad}; choose from {METHODS}")
     shapes = [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",")] if args.shapes else SHAPES
     import jax
 
     def log(*a):
-        print(*a, flush=True)
+        print(f"[{time.perf_counter() - t_start:6.1f}s]", *a, flush=True)
+
+    longest = {"step": 0.0}
+
+    def time_left(what):
+        """False (and logged) when another step as long as the longest so far would pass the deadline."""
+        if not args.deadline_s:
+            return True
+        used = time.perf_counter() - t_start
+        if used + longest["step"] > args.deadline_s:
+            log(f"deadline: skipping {what} ({used:.0f}s used, longest step {longest['step']:.0f}s, "
+                f"deadline {args.deadline_s:.0f}s)")
+            return False
+        return True
 
     device = str(jax.devices()[0].device_kind) if jax.devices() else "?"
     log(f"jax {jax.__version__} on {device}")
+    from accumbens.sequence import fused_kernels as fk
+
     result = {"device": device, "jax": jax.__version__, "config": dict(heads=H, head_dim=DHEAD, degree=DEG, chunk=CHUNK,
-              dtype="bfloat16", gated=True), "rows": []}
-    if args.diag:
-        b, t = (int(x) for x in args.diag.split("x"))
-        diag(b, t, log, state_only=args.diag_state_only)
-        return 0
-    if "crosscheck" not in skip:
-        try:
-            result["crosscheck"] = crosscheck(log)
-        except Exception:
-            log(traceback.format_exc())
-    if "breakdown" not in skip:
-        for b, t in [(1, 65536), (64, 1024)]:
-            try:
-                result.setdefault("breakdown", {})[f"{b}x{t}"] = breakdown(b, t, args.reps, log)
-            except Exception:
-                log(traceback.format_exc()[-3000:])
-    methods = [("fused", lambda b, t: bench_ours("fused", b, t, args.reps)),
-               ("chunked", lambda b, t: bench_ours("chunked", b, t, max(5, args.reps // 4))),
-               ("cudnn", lambda b, t: bench_cudnn(b, t, args.reps)),
-               ("package", lambda b, t: bench_package(b, t, args.reps))]
+              dtype="bfloat16", gated=True), "kernel_config": {k: list(v) for k, v in fk.KERNEL_CONFIG.items()},
+              "argv": sys.argv[1:], "rows": []}
+    methods = {"fused": lambda b, t: bench_fused_prefix("pallas", b, t, args.reps),
+               "fused_xla": lambda b, t: bench_fused_prefix("xla", b, t, args.reps),
+               "chunked": lambda b, t: bench_ours("chunked", b, t, max(5, args.reps // 4)),
+               "cudnn": lambda b, t: bench_cudnn(b, t, args.reps),
+               "package": lambda b, t: bench_package(b, t, args.reps)}
     for b, t in shapes:
         pf, pfb = power_flops(b, t)
         sf, sfb = softmax_flops(b, t)
-        for name, fn in methods:
-            if name in skip:
-                continue
+        for name in impls:
             row = dict(method=name, batch=b, time=t)
+            if not time_left(f"{name} {b}x{t}"):
+                row["skipped"] = "deadline"
+                result["rows"].append(row)
+                continue
+            t0 = time.perf_counter()
             try:
-                fwd, fwdbwd = fn(b, t)
-                row.update(fwd_ms=fwd, fwdbwd_ms=fwdbwd)
+                got = methods[name](b, t)
+                row.update(got if isinstance(got, dict) else dict(fwd_ms=got[0], fwdbwd_ms=got[1]))
+                fwd, fwdbwd = row["fwd_ms"], row["fwdbwd_ms"]
                 flops = (sf, sfb) if name == "cudnn" else (pf, pfb)
                 row.update(fwd_tflops=flops[0] / fwd / 1e9, fwdbwd_tflops=(flops[1] / fwdbwd / 1e9) if fwdbwd else None)
             except Exception as e:
                 row["error"] = repr(e)[:500]
                 log(traceback.format_exc()[-3000:])
+            row["wall_s"] = time.perf_counter() - t0
+            longest["step"] = max(longest["step"], row["wall_s"])
             result["rows"].append(row)
             log(json.dumps(row))
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as fh:
-        json.dump(result, fh, indent=1)
-    log("\n| method | batch x time | fwd ms | fwd TFLOP/s | fwd+bwd ms | fwd+bwd TFLOP/s |")
-    log("|---|---|---|---|---|---|")
+            _write(result, args.out)
+    if "breakdown" not in skip:
+        for shp in filter(None, args.breakdown_shapes.split(",")):
+            if not time_left(f"breakdown {shp}"):
+                break
+            b, t = (int(x) for x in shp.split("x"))
+            t0 = time.perf_counter()
+            try:
+                result.setdefault("breakdown", {})[shp] = breakdown(b, t, args.reps, log)
+            except Exception:
+                log(traceback.format_exc()[-3000:])
+            longest["step"] = max(longest["step"], time.perf_counter() - t0)
+            _write(result, args.out)
+    if "crosscheck" not in skip and time_left("crosscheck"):
+        try:
+            result["crosscheck"] = crosscheck(log)
+        except Exception:
+            log(traceback.format_exc())
+    result["wall_s"] = time.perf_counter() - t_start
+    _write(result, args.out)
+    print("\n| method | batch x time | fwd ms | fwd TFLOP/s | fwd+bwd ms | fwd+bwd TFLOP/s |")
+    print("|---|---|---|---|---|---|")
     fmt = lambda x, f="{:.2f}": "-" if x is None else f.format(x)
     for r in result["rows"]:
-        if "error" in r:
-            log(f"| {r['method']} | {r['batch']}x{r['time']} | error: {r['error'][:60]} | | | |")
+        if "error" in r or "skipped" in r:
+            print(f"| {r['method']} | {r['batch']}x{r['time']} | {r.get('error', r.get('skipped', ''))[:60]} | | | |")
         else:
-            log(f"| {r['method']} | {r['batch']}x{r['time']} | {fmt(r['fwd_ms'])} | {fmt(r['fwd_tflops'], '{:.0f}')} | "
-                f"{fmt(r['fwdbwd_ms'])} | {fmt(r['fwdbwd_tflops'], '{:.0f}')} |")
+            print(f"| {r['method']} | {r['batch']}x{r['time']} | {fmt(r['fwd_ms'])} | {fmt(r['fwd_tflops'], '{:.0f}')} | "
+                  f"{fmt(r['fwdbwd_ms'])} | {fmt(r['fwdbwd_tflops'], '{:.0f}')} |")
+    return 0
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ No kernel walks the chunks while doing matrix work (the earlier design did, and 
 slower than its arithmetic; benchmarks/power_attention_notes.md). The expanded features
 ``phi(q)``, ``phi(k)`` (``c x 2560`` per chunk for ``d = 64``) are built in registers and never
 written; the per-chunk states (``2560 x d``) are written in the input dtype (float32
-accumulation everywhere), once by ``chunk_states`` and once more, in place, by the prefix.
+accumulation everywhere), once by ``chunk_states`` and once more by the prefix.
 
 Gate gradient. The output depends on the gates only through ``w_ij = (q_i.k_j)^2 exp(G_i - G_j)``,
 so the gradient with respect to the cumulative gate is
@@ -142,7 +142,7 @@ def power_attention_fused(
     """Fused-kernel power attention (degree 2); shapes as :func:`accumbens.sequence.power_attention`.
 
     ``interpret`` defaults to True off-GPU (Pallas interpret mode, slow). ``prefix`` picks the
-    gated prefix over chunks: ``"pallas"`` (streaming kernel, in place) or ``"xla"``
+    gated prefix over chunks: ``"pallas"`` (streaming kernel) or ``"xla"``
     (``lax.associative_scan``). ``poison`` (for tests) starts every kernel output as NaN so
     that an element a kernel fails to write cannot go unnoticed.
     """

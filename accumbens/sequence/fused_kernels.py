@@ -33,7 +33,7 @@ and ``gt`` chunk totals:
 2. ``chunk_prefix``  an exclusive gated prefix over the chunk axis,
    ``S_0 = 0, S_{n+1} = exp(gt_n) S_n + Delta_n``: a streaming Pallas kernel (grid over
    batch*heads x tiles x row blocks, each program walks the chunks with a small float32 tile
-   in registers, no matrix work, written in place over ``Delta``), or ``lax.associative_scan``
+   in registers, no matrix work), or ``lax.associative_scan``
    in XLA (:func:`chunk_prefix_xla`).
 3. ``output``  grid (N, batch*q_heads): per chunk the ``c x c`` gated power attention plus the
    query of every state tile; writes ``y`` and the row normaliser ``den``.
@@ -57,8 +57,8 @@ NT_FEATS = HALF * TILE  # features per tile
 PREFIX_ROWS = 32  # rows of a state tile per program of the prefix kernel
 
 # (num_warps, num_stages) per kernel; the benchmark may retune these before tracing.
-KERNEL_CONFIG = {"chunk_states": (4, 1), "prefix": (4, 1), "output": (8, 1), "chunk_dstates": (4, 1),
-                 "grads_k": (8, 1), "grads_q": (8, 1), "grads_intra": (8, 1)}
+KERNEL_CONFIG = {"chunk_states": (8, 2), "prefix": (4, 1), "output": (8, 2), "chunk_dstates": (8, 2),
+                 "grads_k": (8, 2), "grads_q": (8, 2), "grads_intra": (8, 1)}
 
 
 def n_tiles(d: int) -> int:
@@ -152,14 +152,12 @@ def _params(num_warps: int, num_stages: int):
     return plgpu.CompilerParams(num_warps=num_warps, num_stages=num_stages)
 
 
-def _call(kernel, out_shape, grid, args, *, interpret, params, poison, in_place=None):
+def _call(kernel, out_shape, grid, args, *, interpret, params, poison):
     """pallas_call. With ``poison`` the outputs start as NaN (aliased NaN inputs), so any element
-    a kernel fails to write shows up as NaN downstream. ``in_place`` maps argument positions to
-    output positions written over them (ignored under ``poison``, which needs fresh buffers)."""
+    a kernel fails to write shows up as NaN downstream."""
     cp = None if interpret else params
     if not poison:
-        return pl.pallas_call(kernel, out_shape=out_shape, grid=grid, interpret=interpret, compiler_params=cp,
-                              input_output_aliases=dict(in_place or {}))(*args)
+        return pl.pallas_call(kernel, out_shape=out_shape, grid=grid, interpret=interpret, compiler_params=cp)(*args)
     n_in, n_out = len(args), len(out_shape)
     nan_bufs = [jnp.full(o.shape, jnp.nan, o.dtype) for o in out_shape]
 
@@ -213,12 +211,14 @@ def chunk_states(k, v, g, gt, *, c, state_dtype, mm, prec, interpret, poison=Fal
 
 
 def chunk_prefix(delta, dz, gt, *, reverse: bool, interpret, poison=False, rows=None):
-    """Exclusive gated prefix over the chunk axis, written over ``delta``/``dz`` (unless poisoned).
+    """Exclusive gated prefix over the chunk axis.
 
     Forward (``reverse=False``): ``out_0 = 0``, ``out_{n+1} = exp(gt_n) out_n + delta_n`` (the
     state *before* each chunk). Reverse: ``out_{N-1} = 0``, ``out_{n-1} = exp(gt_n) out_n + delta_n``
     (the state gradient *after* each chunk). Carried in float32; stored in ``delta``'s dtype.
-    A streaming kernel: grid (batch*heads, tiles, row blocks), no matrix products.
+    A streaming kernel: grid (batch*heads, tiles, row blocks), no matrix products. Not in place:
+    with the input aliased to the output, a thread could overwrite an element that a thread
+    holding a replica of it has not loaded yet (1-D ``z`` blocks are replicated across threads).
     """
     B, Hk, N, nt, F, d = delta.shape
     R = rows or min(PREFIX_ROWS, F)
@@ -247,7 +247,7 @@ def chunk_prefix(delta, dz, gt, *, reverse: bool, interpret, poison=False, rows=
 
     out_shape = (jax.ShapeDtypeStruct(delta.shape, delta.dtype), jax.ShapeDtypeStruct(dz.shape, F32))
     return _call(kernel, out_shape, (B * Hk, nt, F // R), (delta, dz, gt), interpret=interpret,
-                 params=_params(*KERNEL_CONFIG["prefix"]), poison=poison, in_place={0: 0, 1: 1})
+                 params=_params(*KERNEL_CONFIG["prefix"]), poison=poison)
 
 
 def chunk_prefix_xla(delta, dz, gt, *, reverse: bool):

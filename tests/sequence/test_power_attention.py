@@ -127,7 +127,7 @@ def _prefix_numpy(delta, dz, gt, reverse):
 
 @pytest.mark.parametrize("reverse", [False, True])
 def test_fused_chunk_prefix_matches_loop(reverse, rng):
-    """The chunk prefix (Pallas streaming kernel in interpret mode, in place and poisoned, and the
+    """The chunk prefix (Pallas streaming kernel in interpret mode, plain and poisoned, and the
     XLA associative scan) against a float64 loop."""
     from accumbens.sequence import fused_kernels as fk
 
@@ -149,8 +149,7 @@ def test_fused_chunk_prefix_matches_loop(reverse, rng):
 @pytest.mark.parametrize("prefix", ["pallas", "xla"])
 def test_fused_kernels_interpret_mode_all_tiles(prefix, rng):
     """head_dim 32 (6 tiles: diagonal and off-diagonal blocks, both halves), grouped heads, a
-    partial last chunk, strong gates, not poisoned (so the prefix runs in place): the fused
-    forward and all four gradients against the float64 reference."""
+    partial last chunk: the fused forward and all four gradients against the float64 reference."""
     from accumbens.sequence.fused import power_attention_fused
 
     q, k, v, lg = make_inputs(rng, 1, 40, 2, 1, 32, dtype=jnp.float32)
