@@ -21,12 +21,16 @@ compared at equal size.
 Two ways to run it, giving the same features on the same history (tests/sequence/test_encoder.py):
   * parallel (`__call__`), for training on sequences from replay: `[B, T, *obs_shape]` with a
     mask `[B, T]` of valid steps (False for steps before the episode start, which replay pads)
-    -> `[B, T, model_dim]`. Power attention uses its chunked linear-cost form (`chunk_size`).
+    -> `[B, T, model_dim]`. Power attention uses its chunked linear-cost form (`chunk_size`),
+    with each sequence's chunks starting at its first valid step (`accumbens.sequence.masked`).
     Masked steps contribute nothing: their keys are zeroed (power) or excluded (softmax).
   * recurrent (`step`), for acting: one observation per call, carrying a state across the steps
     of an episode (`initial_carry` at episode start). For power attention the carry is the
-    fixed-size power state per layer (`accumbens.sequence.recurrent`), so a step costs the same
-    at step 10 and step 10,000. For softmax the carry is a key/value cache of the last
+    fixed-size chunk-aligned state per layer (`accumbens.sequence.windowed`: the completed
+    chunks' power state plus the current chunk's keys), so a step costs the same at step 10 and
+    step 10,000, and its float32 outputs follow the training form's own split between the
+    current chunk and the earlier ones (the plain decode state of `accumbens.sequence.recurrent`
+    disagreed with training by up to 0.16 where queries were nearly orthogonal to recent keys). For softmax the carry is a key/value cache of the last
     `context_length` steps, so a step costs O(context_length); it equals the parallel form
     while the episode is no longer than `context_length` (later it is a sliding window).
 """

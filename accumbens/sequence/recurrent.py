@@ -19,6 +19,12 @@ these digits. In float64 this ratio reached 1e12 for some random degree-4 inputs
 without gating, where the outputs then agree only to about 1e-6. The tests bound the error by
 it (tests/sequence/test_power_attention_api.py).
 
+For acting with a model trained by the chunked form use :mod:`accumbens.sequence.windowed`
+instead (the encoder does): it splits every output between the current chunk (attention form)
+and the earlier chunks (state) exactly as training does, so float32 rounding does not make the
+acted and the trained outputs differ where queries are nearly orthogonal to recent keys. This
+module remains the minimal decode form, O(D d) per token with the smallest state.
+
 Example (acting in an RL loop)::
 
     state = init_state(batch=8, kv_heads=4, head_dim=32, degree=2)

@@ -10,18 +10,22 @@ but they compute each output with the *same split* as the chunked training form
 
 with ``w_ij = (s q_i.k_j)^p exp(g_i - g_j)`` computed in the attention form (``q.k`` raised to
 the power), ``g`` the gate log-sum from the chunk start and ``(S_n, z_n)`` the expanded state of
-the *completed* chunks only, decayed to the chunk boundary. The state carries
+the *completed* chunks only, gated up to the chunk boundary. The state carries
 
   * ``S, z``: the state of the completed chunks, ``(batch, kv_heads, D, d)`` and ``(..., D)``;
+  * ``P, pz``: the same for the tokens of the current chunk, built token by token as the plain
+    recurrent form builds its state; it is not read, only added to ``S, z`` (after the chunk's
+    gate) when the chunk completes, and then cleared;
   * ``k, v, log_g``: a buffer of the current chunk's keys, values and log gates,
     ``(batch, chunk, kv_heads, d)`` and ``(batch, chunk, kv_heads)``;
   * ``position``: ``(batch,)`` int32, how many tokens of the current chunk are in the buffer.
 
-When a chunk completes, its tokens are folded into ``(S, z)`` exactly as the chunked form folds
-them (same formula, same order of operations) and the buffer starts over. A step costs
-``O(D d + c d)`` to read plus ``O(c D d)`` to fold; the fold is computed at every step and
-selected per sequence (branch-free, so ``vmap`` and the compiled runner pay no conditional), so
-the cost is the same at step 10 and at step 10,000.
+A step costs ``O(D d + c d)``, the same at step 10 and at step 10,000; the chunk completion is a
+per-sequence select, not a branch, so ``vmap`` and the compiled runner need no conditional, and
+sequences of one batch may be at different points of their chunks (after ``reset_carry``). On
+CPU an acting step of a 2-layer, 4-head, head_dim 16, chunk 64 encoder took 2x (batch 1) to
+2.5x (batch 64) the plain recurrent form's time, and its carry is 2.9x larger (the partial state
+and the buffer).
 
 Why. The plain recurrent form scores every key, the current ones included, through the
 expanded features: ``phi_q(q) . phi_k(k) = (q.k)^p`` is a sum of ``D`` terms of both signs of
@@ -31,7 +35,7 @@ and with them the normalised output, lose most of their digits; at the first tok
 episode, with a single key, ``y = v`` exactly in the attention form but not in the expanded one.
 The chunked training form computes the keys of the current chunk in the attention form and
 only the earlier chunks through the state. A recurrent form that scores *all* keys through the
-state therefore differs from training by ~``1e-7 x`` (the score conditioning of every key), which
+state therefore differs from training by ~``1e-7 x`` the score conditioning of every key, which
 on an unlucky draw of the encoder was 0.16 on a LayerNorm-ed feature
 (``tests/sequence/test_encoder.py``): the agent acted on a different policy than it trained.
 
@@ -39,18 +43,19 @@ Accuracy argument. Acting and training here evaluate the same expression term by
 
   * the current chunk in the attention form, where both lose only the rounding of ``q.k``
     (relative error ~eps |q||k| / |q.k|, the square root of the expanded form's conditioning);
-  * the earlier chunks through a state built by the same fold from the same inputs (bitwise the
-    same state on CPU in our checks, gate cumsum included) and read by the same product.
+    the gate log-sums come from the same cumsum over ``c`` slots, so they are the same numbers;
+  * the earlier chunks through the same state ``S_n`` (built in another order, so equal up to
+    float32 rounding of its entries) read by the same product.
 
-So the large gap between two *different* formulas is gone. What remains is the rounding of the
-same formulas evaluated in a different order (a dot product for one query instead of a matrix
-product for ``c``): where a query is nearly orthogonal to the keys of *earlier* chunks, the state
-read-out ``phi_q(q)^T z`` is itself ill-conditioned, training's own value is then off from exact
-arithmetic by ~eps x that conditioning, and acting differs from training by about as much
-(on float32 inputs built with each query orthogonal to every earlier key, head_dim 8, chunk 4,
-both were ~1e-2 at the two steps after the first chunk, the read-out's two forms ~3e-3 apart). That case needs a query orthogonal to every key of the earlier chunks, which is rare
-for random encoders, whereas the case fixed here (few keys, early in an episode or chunk) is the
-common one. Over random encoders the float32 gap went from up to 0.26 to ~1e-5 for degree 2
+So the large gap between two *different* formulas is gone. What remains is rounding of the same
+quantities in a different order, which matters only where the state read-out
+``phi_q(q)^T z_n`` is itself ill-conditioned, i.e. a query nearly orthogonal to every key of the
+*earlier* chunks. Then training's own value is off from exact arithmetic by ~eps x that
+conditioning and acting differs from training by about as much (on float32 inputs built with
+each query orthogonal to every earlier key, head_dim 8, chunk 4: both ~1e-2 at the two steps
+after the first chunk). That needs a query orthogonal to many keys at once, rare for random
+encoders; the case fixed here (few keys, early in an episode or chunk) is the common one. Over
+random encoders the float32 gap went from up to 0.26 to ~1e-5 for degree 2
 (``tests/sequence/test_encoder.py``). For episodes no longer than the chunk both forms are the
 attention form throughout.
 
@@ -85,6 +90,8 @@ class WindowState(NamedTuple):
       S: ``(batch, kv_heads, D, head_dim)`` state of the completed chunks, ``sum phi_k(k) v^T``
         with gates applied up to the last chunk boundary.
       z: ``(batch, kv_heads, D)`` its normaliser, ``sum phi_k(k)``.
+      P, pz: as ``S, z`` for the tokens of the current chunk only, gated up to the last token
+        (added to ``S, z`` when the chunk completes; not read before).
       k, v: ``(batch, chunk, kv_heads, head_dim)`` keys and values of the current chunk (slots
         ``>= position`` are stale and ignored).
       log_g: ``(batch, chunk, kv_heads)`` log gates of the current chunk's steps.
@@ -93,6 +100,8 @@ class WindowState(NamedTuple):
 
     S: Array
     z: Array
+    P: Array
+    pz: Array
     k: Array
     v: Array
     log_g: Array
@@ -126,6 +135,8 @@ def init_window_state(
     return WindowState(
         S=jnp.zeros((batch, kv_heads, D, head_dim), dtype),
         z=jnp.zeros((batch, kv_heads, D), dtype),
+        P=jnp.zeros((batch, kv_heads, D, head_dim), dtype),
+        pz=jnp.zeros((batch, kv_heads, D), dtype),
         k=jnp.zeros((batch, c, kv_heads, head_dim), dtype),
         v=jnp.zeros((batch, c, kv_heads, head_dim), dtype),
         log_g=jnp.zeros((batch, c, kv_heads), dtype),
@@ -209,19 +220,23 @@ def window_step(
     den = den + jnp.einsum("bhrD,bhD->bhr", pq, z, precision=_HIGHEST)
     y = safe_divide(num, den).reshape(b, hk * r, d).astype(q_t.dtype)
 
-    # --- a completed chunk is folded into the state, as chunked.py folds it ---
+    # --- this token joins the current chunk's own state, which a completed chunk adds to (S, z) ---
+    first = (pos == 0)[:, None]  # (b, 1): a new chunk starts from an empty partial state
+    decay_t = jnp.exp(lg)  # (b, hk)
+    pk = phi_key(k_t.astype(acc), p)  # (b, hk, D)
+    P = jnp.where(first[:, :, None, None], 0.0, decay_t[:, :, None, None] * state.P.astype(acc))
+    P = P + pk[..., None] * v_t.astype(acc)[:, :, None, :]
+    pz = jnp.where(first[:, :, None], 0.0, decay_t[:, :, None] * state.pz.astype(acc)) + pk
     done = pos == c - 1  # (b,)
-    kg = kb * jnp.exp((g_now[:, None, :] - gb) / p)[..., None]
-    pk = phi_key(kg, p)  # (b, c, hk, D)
-    decay = jnp.exp(g_now)
-    S_fold = decay[:, :, None, None] * S + jnp.einsum("bjhD,bjhd->bhDd", pk, vb, precision=_HIGHEST)
-    z_fold = decay[:, :, None] * z + jnp.sum(pk, axis=1)
-    S = jnp.where(done[:, None, None, None], S_fold, S)
-    z = jnp.where(done[:, None, None], z_fold, z)
+    decay = jnp.exp(g_now)[:, :, None]  # the whole chunk's gate
+    S = jnp.where(done[:, None, None, None], decay[..., None] * S + P, S)
+    z = jnp.where(done[:, None, None], decay * z + pz, z)
     dt = state.S.dtype
     new = WindowState(
         S=S.astype(dt),
         z=z.astype(dt),
+        P=P.astype(dt),
+        pz=pz.astype(dt),
         k=kb.astype(dt),
         v=vb.astype(dt),
         log_g=ab.astype(dt),
