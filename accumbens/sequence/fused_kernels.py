@@ -210,7 +210,7 @@ def chunk_states(k, v, g, gt, *, c, state_dtype, mm, prec, interpret, poison=Fal
                  interpret=interpret, params=_params(*KERNEL_CONFIG["chunk_states"]), poison=poison)
 
 
-def chunk_prefix(delta, dz, gt, *, reverse: bool, interpret, poison=False, rows=None):
+def chunk_prefix(delta, dz, gt, *, reverse: bool, interpret, poison=False, rows=None, dot_with=None):
     """Exclusive gated prefix over the chunk axis.
 
     Forward (``reverse=False``): ``out_0 = 0``, ``out_{n+1} = exp(gt_n) out_n + delta_n`` (the
@@ -219,13 +219,23 @@ def chunk_prefix(delta, dz, gt, *, reverse: bool, interpret, poison=False, rows=
     A streaming kernel: grid (batch*heads, tiles, row blocks), no matrix products. Not in place:
     with the input aliased to the output, a thread could overwrite an element that a thread
     holding a replica of it has not loaded yet (1-D ``z`` blocks are replicated across threads).
+
+    ``dot_with=(S, z)`` (arrays shaped like ``delta``, ``dz``) also returns, per program and
+    chunk, ``<S_n, out_n> + <z_n, outz_n>`` over the program's rows (float32 carry, not the
+    rounded output): shape (B, Hk, N, T, 128 / rows); summed, it gives the gate gradient's
+    whole-chunk term (see ``fused._gate_gradient``) without another pass over the states.
     """
     B, Hk, N, nt, F, d = delta.shape
     R = rows or min(PREFIX_ROWS, F)
     if F % R:
         raise ValueError(f"prefix rows {R} must divide {F}")
+    with_dot = dot_with is not None
 
-    def kernel(s_in, z_in, gt_ref, s_out, z_out):
+    def kernel(*refs):
+        if with_dot:
+            s_in, z_in, gt_ref, sx_ref, zx_ref, s_out, z_out, e_out = refs
+        else:
+            s_in, z_in, gt_ref, s_out, z_out = refs
         bh = pl.program_id(0)
         t = pl.program_id(1)
         rb = pl.program_id(2)
@@ -240,13 +250,21 @@ def chunk_prefix(delta, dz, gt, *, reverse: bool, interpret, poison=False, rows=
             dzz = z_in[b, h, n, t, rr]
             s_out[b, h, n, t, rr, :] = S.astype(s_out.dtype)
             z_out[b, h, n, t, rr] = z
+            if with_dot:
+                e = (jnp.sum(sx_ref[b, h, n, t, rr, :].astype(F32) * S)
+                     + jnp.sum(zx_ref[b, h, n, t, rr] * z))
+                e_out[b, h, n, t, pl.ds(rb, 1)] = jnp.full((1,), e, F32)
             dec = jnp.exp(gt_ref[b, n, h])
             return S * dec + dS, z * dec + dzz
 
         jax.lax.fori_loop(0, N, body, (jnp.zeros((R, d), F32), jnp.zeros((R,), F32)))
 
-    out_shape = (jax.ShapeDtypeStruct(delta.shape, delta.dtype), jax.ShapeDtypeStruct(dz.shape, F32))
-    return _call(kernel, out_shape, (B * Hk, nt, F // R), (delta, dz, gt), interpret=interpret,
+    out_shape = [jax.ShapeDtypeStruct(delta.shape, delta.dtype), jax.ShapeDtypeStruct(dz.shape, F32)]
+    args = (delta, dz, gt)
+    if with_dot:
+        out_shape.append(jax.ShapeDtypeStruct((B, Hk, N, nt, F // R), F32))
+        args = args + tuple(dot_with)
+    return _call(kernel, tuple(out_shape), (B * Hk, nt, F // R), args, interpret=interpret,
                  params=_params(*KERNEL_CONFIG["prefix"]), poison=poison)
 
 

@@ -20,11 +20,11 @@ needs_gpu = pytest.mark.skipif(jax.default_backend() != "gpu", reason="needs a C
 
 TOL = {jnp.bfloat16: 1e-2, jnp.float32: 1e-4}
 CASES = [
-    # (b, t, hq, hk, d, chunk, gate), dtype    (few distinct shapes: each one compiles the kernels)
-    ((2, 512, 4, 4, 64, 128, True), jnp.bfloat16),  # value dimension split across programs
-    ((2, 512, 4, 4, 64, 128, True), jnp.float32),
-    ((1, 1000, 4, 2, 64, 128, True), jnp.bfloat16),  # grouped heads, partial last chunk
-    ((3, 300, 2, 2, 32, 64, False), jnp.float32),  # no gate, head_dim 32
+    # (b, t, hq, hk, d, chunk, gate), dtype, chunk prefix (few distinct shapes: each compiles the kernels)
+    ((2, 512, 4, 4, 64, 128, True), jnp.bfloat16, "pallas"),
+    ((2, 512, 4, 4, 64, 128, True), jnp.float32, "pallas"),
+    ((1, 1000, 4, 2, 64, 128, True), jnp.bfloat16, "xla"),  # grouped heads, partial last chunk
+    ((3, 300, 2, 2, 32, 64, False), jnp.float32, "pallas"),  # no gate, head_dim 32
 ]
 
 
@@ -36,32 +36,28 @@ def _loss(fn, ct):
 
 
 @needs_gpu
-@pytest.mark.parametrize("case,dtype", CASES)
-def test_fused_matches_float64_reference(case, dtype, rng):
+@pytest.mark.parametrize("case,dtype,prefix", CASES)
+def test_fused_matches_float64_reference(case, dtype, prefix, rng):
     b, t, hq, hk, d, c, gate = case
     q, k, v, lg = make_inputs(rng, b, t, hq, hk, d, gate=gate, dtype=dtype)
     if lg is None:
         lg = jnp.zeros((b, t, hk), jnp.float32)
     ct = jnp.asarray(rng.standard_normal((b, t, hq, d)), jnp.float32)
-    fused = jax.jit(lambda q, k, v, lg: power_attention_fused(q, k, v, lg, chunk_size=c, poison=True))
+    fused = jax.jit(lambda q, k, v, lg: power_attention_fused(q, k, v, lg, chunk_size=c, prefix=prefix, poison=True))
     y = fused(q, k, v, lg)
     y0 = power_attention_reference(f64(q), f64(k), f64(v), f64(lg))
     assert not np.isnan(np.asarray(y, np.float32)).any(), "unwritten (poisoned) output"
     tol = TOL[dtype]
     assert rel_err(y, y0) < tol
 
-    grads = jax.jit(jax.grad(_loss(lambda *a: power_attention_fused(*a, chunk_size=c, poison=True), ct),
+    grads = jax.jit(jax.grad(_loss(lambda *a: power_attention_fused(*a, chunk_size=c, prefix=prefix, poison=True), ct),
                              argnums=(0, 1, 2, 3)))(q, k, v, lg)
     grads0 = jax.grad(_loss(power_attention_reference, f64(ct)), argnums=(0, 1, 2, 3))(f64(q), f64(k), f64(v), f64(lg))
     for name, g1, g0 in zip("q k v log_g".split(), grads, grads0):
         assert not np.isnan(np.asarray(g1, np.float32)).any(), f"NaN in d{name}"
         err = rel_err(g1, g0)
-        if name == "log_g" and dtype == jnp.bfloat16 and gate:
-            # Known miss (see benchmarks/power_attention_notes.md): the gate gradient in bf16
-            # reaches ~1.8e-2 at this size through the cross-chunk terms; q, k, v meet 1e-2.
-            if err >= tol:
-                pytest.xfail(f"dlog_g bf16 rel err {err:.2e} >= {tol:.0e} (known)")
-            continue
+        # (bf16 dlog_g was a known miss at 1.8e-2 before the per-chunk gate-gradient assembly;
+        # in Pallas interpret mode at the first case it is now 1.8e-3)
         assert err < tol, f"d{name}: rel err {err:.2e} >= {tol:.0e}"
 
 
