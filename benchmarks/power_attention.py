@@ -22,7 +22,11 @@ cudnn, package), --skip breakdown,crosscheck, --shapes, and bound the run with -
 fused-only device run with the chunked form as the in-run baseline:
 
   python benchmarks/power_attention.py --impls fused,chunked --skip crosscheck \
-      --breakdown_shapes 1x65536 --deadline_s 480 --out $OUT/power_attention.json
+      --breakdown_shapes 1x65536 --deadline_s 400 --out $OUT/power_attention.json
+
+It starts with the fused kernels' correctness checks on the GPU (--skip check to leave out):
+forward and gradients against our float64 reference, outputs poisoned, fresh inputs (the
+checks of tests/sequence/test_power_attention_gpu.py, without needing pytest).
 
 Operation counts (per token and head, D = C(d+1, 2) = 2080, c = chunk):
   power attention forward  = 4 D (d+1) + 2 c d     (state update + state query incl. the
@@ -219,6 +223,59 @@ def crosscheck(log):
     return res
 
 
+def correctness(log, cases=None):
+    """Fused kernels vs our float64 reference, forward and the gradients of a random linear loss
+    (q, k, v, log_g), outputs poisoned (NaN) before each kernel, fresh inputs per case: the
+    checks of tests/sequence/test_power_attention_gpu.py (issue 4: < 1e-2 in bf16, < 1e-4 in
+    float32) without needing pytest on the device. Returns a list of records."""
+    import jax
+    import jax.numpy as jnp
+
+    from accumbens.sequence.fused import power_attention_fused
+    from accumbens.sequence.reference import power_attention_reference
+
+    if cases is None and jax.default_backend() != "gpu":  # interpret mode: a tiny smoke test
+        cases = [((1, 40, 2, 1, 32, 16), "bfloat16", "pallas"), ((1, 40, 2, 1, 32, 16), "float32", "xla")]
+    cases = cases or [((2, 512, 4, 4, 64, 128), "bfloat16", "pallas"), ((2, 512, 4, 4, 64, 128), "float32", "pallas"),
+                      ((1, 1000, 4, 2, 64, 128), "bfloat16", "xla")]
+    seed = int(time.time())
+    rng = np.random.default_rng(seed)
+    out = []
+    for (b, t, hq, hk, d, c), dt, prefix in cases:
+        dtype = jnp.dtype(dt)
+        q, k, v = (jnp.asarray(rng.standard_normal((b, t, h, d)), dtype) for h in (hq, hk, hk))
+        lg = jnp.asarray(-np.logaddexp(0.0, -rng.standard_normal((b, t, hk))), jnp.float32)
+        ct = jnp.asarray(rng.standard_normal((b, t, hq, d)), jnp.float32)
+        fn = lambda q, k, v, lg: power_attention_fused(q, k, v, lg, chunk_size=c, prefix=prefix, poison=True)
+        loss = lambda f: (lambda q, k, v, lg: jnp.sum(f(q, k, v, lg).astype(ct.dtype) * ct))
+        rec = dict(shape=[b, t, hq, hk, d, c], dtype=dt, prefix=prefix, seed=seed)
+        t0 = time.perf_counter()
+        try:
+            y = jax.jit(fn)(q, k, v, lg)
+            grads = jax.jit(jax.grad(loss(fn), argnums=(0, 1, 2, 3)))(q, k, v, lg)
+            rec["compile_and_run_s"] = time.perf_counter() - t0
+            with _x64():
+                a64 = [jnp.asarray(np.asarray(x, np.float32), jnp.float64) for x in (q, k, v, lg)]
+                ct64 = jnp.asarray(np.asarray(ct), jnp.float64)
+                y0 = power_attention_reference(*a64)
+                g0 = jax.grad(lambda *a: jnp.sum(power_attention_reference(*a) * ct64), argnums=(0, 1, 2, 3))(*a64)
+                err = lambda a, r: float(np.linalg.norm(np.asarray(a, np.float64) - np.asarray(r))
+                                         / np.linalg.norm(np.asarray(r)))
+                rec["y"] = err(np.asarray(y, np.float32), y0)
+                for name, g1, gr in zip(("dq", "dk", "dv", "dlog_g"), grads, g0):
+                    rec[name] = err(np.asarray(g1, np.float32), gr)
+            rec["nan"] = bool(np.isnan(np.asarray(y, np.float32)).any()
+                              or any(np.isnan(np.asarray(g, np.float32)).any() for g in grads))
+            tol = 1e-2 if dt == "bfloat16" else 1e-4
+            rec["pass"] = (not rec["nan"]) and all(rec[k_] < tol for k_ in ("y", "dq", "dk", "dv", "dlog_g"))
+        except Exception as e:
+            rec["error"] = repr(e)[:500]
+            log(traceback.format_exc()[-3000:])
+        log(f"check: {json.dumps(rec)}")
+        out.append(rec)
+    return out
+
+
 def _timed_first(fn, *a):
     """Seconds of the first call (compile + one run)."""
     import jax
@@ -320,7 +377,7 @@ def main():
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "power_attention.json"))
     ap.add_argument("--impls", default="fused,chunked,cudnn,package",
                     help=f"comma list of {','.join(METHODS)} (fused_xla: the fused kernels with the XLA chunk prefix)")
-    ap.add_argument("--skip", default="", help="comma list of: crosscheck,breakdown (and impl names)")
+    ap.add_argument("--skip", default="", help="comma list of: check,crosscheck,breakdown (and impl names)")
     ap.add_argument("--shapes", default="", help="e.g. 64x1024,1x65536")
     ap.add_argument("--breakdown_shapes", default="1x65536,64x1024", help="shapes of the per-kernel breakdown")
     ap.add_argument("--deadline_s", type=float, default=0.0,
@@ -374,6 +431,11 @@ def main():
                "chunked": lambda b, t: bench_ours("chunked", b, t, max(5, args.reps // 4)),
                "cudnn": lambda b, t: bench_cudnn(b, t, args.reps),
                "package": lambda b, t: bench_package(b, t, args.reps)}
+    if "check" not in skip:
+        t0 = time.perf_counter()
+        result["check"] = correctness(log)
+        longest["step"] = time.perf_counter() - t0
+        _write(result, args.out)
     for b, t in shapes:
         pf, pfb = power_flops(b, t)
         sf, sfb = softmax_flops(b, t)

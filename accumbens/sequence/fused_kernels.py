@@ -125,8 +125,11 @@ def _place(blk, x, d, prec32):
 
 
 def _factors(xo, xi, h, mm, prec):
-    """The two (c,128) factors of a feature tile; the tile is their elementwise product."""
-    return _dot(xo, _sel_outer(h, mm), mm, prec), _dot(xi, _sel_inner(mm), mm, prec)
+    """The two (c,128) factors of a feature tile; the tile is their elementwise product.
+
+    Returned in ``mm``: a 0/1 selection copies one (``mm``-rounded) input element, so the cast
+    is exact, and for bfloat16 it halves the registers the (c, 128) factors hold."""
+    return (_dot(xo, _sel_outer(h, mm), mm, prec).astype(mm), _dot(xi, _sel_inner(mm), mm, prec).astype(mm))
 
 
 def _factors_t(xo, xi, h, mm, prec):
@@ -136,7 +139,7 @@ def _factors_t(xo, xi, h, mm, prec):
     a = jax.lax.broadcasted_iota(jnp.int32, (NT_FEATS, TILE), 1)
     eo = (a == HALF * h + f // TILE).astype(mm)
     ei = (a == f % TILE).astype(mm)
-    return _dot(eo, xo, mm, prec, tb=True), _dot(ei, xi, mm, prec, tb=True)
+    return _dot(eo, xo, mm, prec, tb=True).astype(mm), _dot(ei, xi, mm, prec, tb=True).astype(mm)
 
 
 def _phi_transpose(dphi, A, B, h, mm, prec):
@@ -199,9 +202,10 @@ def chunk_states(k, v, g, gt, *, c, state_dtype, mm, prec, interpret, poison=Fal
             ko = k_ref[b, rows, h, pl.ds(x * TILE, TILE)].astype(F32) * e
             ki = k_ref[b, rows, h, pl.ds(y * TILE, TILE)].astype(F32) * e
             At, Bt = _factors_t(ko, ki, hf, mm, prec)
-            phit = At * Bt * m  # (128, c): the weighted key tile, transposed
+            # (128, c): the weighted key tile, transposed, rounded once to mm (m is 1 or 2: exact)
+            phit = At * Bt * m.astype(At.dtype)
             s_ref[b, h, n, t, :, :] = _dot(phit, vv, mm, prec).astype(s_ref.dtype)
-            z_ref[b, h, n, t, :] = jnp.sum(phit, axis=1)
+            z_ref[b, h, n, t, :] = jnp.sum(At.astype(F32) * Bt.astype(F32), axis=1) * m
             return carry
 
         jax.lax.fori_loop(0, nt, body, 0)
@@ -324,7 +328,7 @@ def output_pass(q, k, v, g, S, z, *, c, scale, mm, prec, prec32, interpret, pois
             A, Bf = _factors(qo, qi, hf, mm, prec)
             phi = A * Bf
             num = num + _dot(phi, s_ref[b, h, n, t, :, :], mm, prec)
-            den = den + jnp.sum(phi * z_ref[b, h, n, t, :][None, :], axis=1)
+            den = den + jnp.sum(A * (Bf * z_ref[b, h, n, t, :][None, :]), axis=1)  # float32, phi unrounded
             return num, den
 
         num, den = jax.lax.fori_loop(0, nt, body, (num, den))
@@ -371,7 +375,7 @@ def chunk_dstates(q, dn, dd, g, *, c, scale, state_dtype, mm, prec, interpret, p
                 At, Bt = _factors_t(qo, qi, hf, mm, prec)
                 phit = At * Bt  # (128, c)
                 acc = acc + _dot(phit, dn_ref[b, rows, hq, :], mm, prec)
-                accz = accz + jnp.sum(phit * dd_ref[b, rows, hq][None, :], axis=1)
+                accz = accz + jnp.sum(At * (Bt * dd_ref[b, rows, hq][None, :]), axis=1)
             ds_ref[b, h, n, t, :, :] = acc.astype(ds_ref.dtype)
             dz_ref[b, h, n, t, :] = accz
             return carry
@@ -407,9 +411,9 @@ def grads_key_state(k, v, g, gt, dS, dz, *, c, mm, prec, prec32, interpret, pois
             A, Bf = _factors(ko, ki, hf, mm, prec)
             phik = A * Bf
             dSt = ds_ref[b, h, n, t, :, :]
-            dv = dv + _dot(phik * m, dSt, mm, prec)
+            dv = dv + _dot(phik * m.astype(phik.dtype), dSt, mm, prec)
             dphi = _dot(vv, dSt, mm, prec, tb=True) + dz_ref[b, h, n, t, :][None, :]
-            gk = gk + jnp.sum(phik * dphi, axis=1) * m
+            gk = gk + jnp.sum(A * (Bf * dphi), axis=1) * m
             go, gi = _phi_transpose(dphi * m, A, Bf, hf, mm, prec)
             dk = dk + _place(go, x, d, prec32) + _place(gi, y, d, prec32)
             return dk, dv, gk
@@ -457,7 +461,7 @@ def grads_query_state(q, g, S, z, dn, dd, *, c, scale, mm, prec, prec32, interpr
             qo = q_ref[b, rows, hq, pl.ds(x * TILE, TILE)].astype(F32) * ge
             qi = q_ref[b, rows, hq, pl.ds(y * TILE, TILE)].astype(F32) * ge
             A, Bf = _factors(qo, qi, hf, mm, prec)
-            gq = gq + jnp.sum(A * Bf * dphi, axis=1)
+            gq = gq + jnp.sum(A * (Bf * dphi), axis=1)
             go, gi = _phi_transpose(dphi, A, Bf, hf, mm, prec)
             dq = dq + _place(go, x, d, prec32) + _place(gi, y, d, prec32)
             return dq, gq
