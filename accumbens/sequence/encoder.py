@@ -30,9 +30,10 @@ Two ways to run it, giving the same features on the same history (tests/sequence
     chunks' power state plus the current chunk's keys), so a step costs the same at step 10 and
     step 10,000, and its float32 outputs follow the training form's own split between the
     current chunk and the earlier ones (the plain decode state of `accumbens.sequence.recurrent`
-    disagreed with training by up to 0.16 where queries were nearly orthogonal to recent keys). For softmax the carry is a key/value cache of the last
-    `context_length` steps, so a step costs O(context_length); it equals the parallel form
-    while the episode is no longer than `context_length` (later it is a sliding window).
+    disagreed with training by up to 0.16 where queries were nearly orthogonal to recent keys).
+    For softmax the carry is a key/value cache of the last `context_length` steps, so a step
+    costs O(context_length); it equals the parallel form while the episode is no longer than
+    `context_length` (later it is a sliding window).
 """
 from __future__ import annotations
 
@@ -260,7 +261,8 @@ class PowerAttentionEncoder(nn.Module):
 
     def initial_carry(self, batch: int, dtype: Any = jnp.float32) -> tuple:
         """The carry at an episode start (nothing seen): one state per layer, stored in `dtype`
-        (float32; float64 for float64 checks). Needs no params."""
+        (float32; float64 for float64 checks). Needs no params. Power attention: a
+        `windowed.WindowState` whose chunks have the parallel form's `chunk_size`."""
         _check_attention(self.attention)
         h, d = self.num_heads, self.head_dim
         if self.attention == "power":

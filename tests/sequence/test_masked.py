@@ -26,7 +26,7 @@ def test_valid_steps_equal_attention_over_the_valid_suffix_float64(rng):
     for align in (True, False):
         got = jax.jit(lambda *a: masked_power_attention(*a, chunk_size=4, align=align))(q, k, v, lg, mask)
         for row, s in enumerate(starts):
-            want = power_attention_reference(q[row:row + 1, s:], k[row:row + 1, s:], v[row:row + 1, s:], lg[row:row + 1, s:])
+            want = power_attention_reference(*(x[row:row + 1, s:] for x in (q, k, v, lg)))
             assert rel_err(got[row:row + 1, s:], want) < 1e-12
 
 
@@ -65,7 +65,8 @@ def test_training_windows_split_keys_as_acting_does_float32(rng):
 
     with jax.enable_x64(False):
         state = init_window_state(1, 1, d, 2, c)
-        _, acting = jax.lax.scan(lambda s, x: window_step(s, *x), state, tuple(jnp.moveaxis(x, 1, 0) for x in (q, k, v, lg)))
+        steps = tuple(jnp.moveaxis(x, 1, 0) for x in (q, k, v, lg))
+        _, acting = jax.lax.scan(lambda s, x: window_step(s, *x), state, steps)
         acting = np.asarray(acting[:, 0])  # [t, h, d]
         errors = {}
         for align in (True, False):
