@@ -188,7 +188,10 @@ class PowerAttentionEncoder(nn.Module):
         whose recurrent state has a fixed size whatever the context).
       gate_bias: initial bias of the gate logits; log_sigmoid(5) = -0.0067 per step, so at
         initialisation a step keeps exp(-0.67) = 0.51 of its weight 100 steps later.
-      impl: power-attention implementation for the parallel form ("auto", "chunked", ...).
+      impl: power-attention implementation for the parallel form ("auto", "chunked", ...). Acting
+        follows the chunked form's split into chunks of `chunk_size` ("auto", "chunked",
+        "fused"); with "reference" training uses the attention form over the whole history and
+        acting agrees with it only within the first chunk.
     """
 
     torso: nn.Module
