@@ -183,3 +183,21 @@ def test_fused_bfloat16_gate_gradient_interpret_mode(rng):
         f64(q), f64(k), f64(v), f64(lg))
     for name, a, b_ in zip("q k v log_g".split(), g1, g0):
         assert rel_err(a, b_) < 1e-2, name
+
+
+@pytest.mark.parametrize("prefix", ["pallas", "xla"])
+def test_fused_kernels_lower_to_triton(prefix):
+    """Without a GPU: the forward and the gradient lower to Triton kernels (cross-platform
+    lowering for "cuda" runs the JAX-to-Triton-IR step of every kernel, where unsupported
+    operations fail), at the benchmark's head_dim 64 (20 tiles) with grouped heads."""
+    from accumbens.sequence.fused import power_attention_fused
+
+    sds = lambda shape, dt: jax.ShapeDtypeStruct(shape, dt)
+    args = (sds((1, 256, 4, 64), jnp.bfloat16), sds((1, 256, 2, 64), jnp.bfloat16), sds((1, 256, 2, 64), jnp.bfloat16),
+            sds((1, 256, 2), jnp.float32))
+    f = lambda q, k, v, lg: power_attention_fused(q, k, v, lg, chunk_size=128, interpret=False, prefix=prefix)
+    g = jax.grad(lambda *a: jnp.sum(f(*a).astype(jnp.float32)), argnums=(0, 1, 2, 3))
+    # forward: chunk_states, [prefix], output; backward adds chunk_dstates, [reverse prefix], 3 gradient kernels
+    for fn, n_kernels in ((f, 3 if prefix == "pallas" else 2), (g, 8 if prefix == "pallas" else 6)):
+        text = jax.jit(fn).trace(*args).lower(lowering_platforms=("cuda",)).as_text()
+        assert text.count("__gpu$xla.gpu.triton") == n_kernels
