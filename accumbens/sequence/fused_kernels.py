@@ -57,8 +57,11 @@ NT_FEATS = HALF * TILE  # features per tile
 PREFIX_ROWS = 32  # rows of a state tile per program of the prefix kernel
 
 # (num_warps, num_stages) per kernel; the benchmark may retune these before tracing.
-KERNEL_CONFIG = {"chunk_states": (8, 2), "prefix": (4, 1), "output": (8, 2), "chunk_dstates": (8, 2),
-                 "grads_k": (8, 2), "grads_q": (8, 2), "grads_intra": (8, 1)}
+# Chosen on a CPU from Triton 3.5.1 + ptxas (sm_90a) register and spill counts of these kernels at
+# d = 64, c = 128 (benchmarks/power_attention_notes.md, item 14): 8 warps everywhere (4 spill
+# kilobytes, 16 spill too), num_stages where it spilled least; not yet timed on a GPU.
+KERNEL_CONFIG = {"chunk_states": (8, 2), "prefix": (4, 1), "output": (8, 1), "chunk_dstates": (8, 2),
+                 "grads_k": (8, 2), "grads_q": (8, 2), "grads_intra_q": (8, 1), "grads_intra_k": (8, 1)}
 
 
 def n_tiles(d: int) -> int:
@@ -101,6 +104,27 @@ def _dot(a, b, mm, prec, ta: bool = False, tb: bool = False):
     return jax.lax.dot_general(a.astype(mm), b.astype(mm), dims, precision=prec, preferred_element_type=F32)
 
 
+def _dot_f32(a, b, mm, prec32, tb: bool = False):
+    """a @ b to about float32 accuracy, for one operand exactly representable in ``mm`` (a 16-bit
+    input such as v, or a 0/1 matrix) and one float32 operand. For 16-bit ``mm`` the float32
+    operand is split into its rounded head and rounded remainder, two 16-bit products (relative
+    error ~2^-17 in bf16): this keeps Triton's registers in 16-bit tiles, where three-pass TF32
+    on a (128, 128) float32 tile made the output kernel spill. For float32 inputs: ``prec32``."""
+    if jnp.dtype(mm).itemsize >= 4:
+        return _dot(a, b, F32, prec32, tb=tb)
+
+    def split(x):
+        x = x.astype(F32)
+        hi = x.astype(mm)
+        return hi, (x - hi.astype(F32)).astype(mm)
+
+    if a.dtype != mm:
+        hi, lo = split(a)
+        return _dot(hi, b, mm, None, tb=tb) + _dot(lo, b, mm, None, tb=tb)
+    hi, lo = split(b)
+    return _dot(a, hi, mm, None, tb=tb) + _dot(a, lo, mm, None, tb=tb)
+
+
 def _sel_outer(h, mm):
     """(16, 128) 0/1 matrix: feature 16a+b of half h reads outer row 8h+a."""
     r = jax.lax.broadcasted_iota(jnp.int32, (TILE, NT_FEATS), 0)
@@ -115,13 +139,13 @@ def _sel_inner(mm):
     return (r == j % TILE).astype(mm)
 
 
-def _place(blk, x, d, prec32):
+def _place(blk, x, d, mm, prec32):
     """(c, 16) block -> (c, d) with the block in columns ``16x .. 16x+15``, zeros elsewhere: a
     float32 product with a 0/1 placement matrix (lets a fori_loop over tiles accumulate the
     gradient of a dynamically chosen block into one (c, d) carry)."""
     a = jax.lax.broadcasted_iota(jnp.int32, (TILE, d), 0)
     col = jax.lax.broadcasted_iota(jnp.int32, (TILE, d), 1)
-    return _dot(blk, (col == a + TILE * x).astype(F32), F32, prec32)
+    return _dot_f32(blk, (col == a + TILE * x).astype(mm), mm, prec32)
 
 
 def _factors(xo, xi, h, mm, prec):
@@ -316,7 +340,7 @@ def output_pass(q, k, v, g, S, z, *, c, scale, mm, prec, prec32, interpret, pois
         E = jnp.exp(jnp.where(ri >= ci, gg[:, None] - gg[None, :], -jnp.inf))
         w = sc * sc * E
         # float32 weights here (not rounded to bf16): the gate gradient needs y to ~float32
-        num = _dot(w, vv, F32, prec32)
+        num = _dot_f32(w, vv, mm, prec32)
         den = jnp.sum(w, axis=1)
         ge = (scale * jnp.exp(gg * 0.5))[:, None]
 
@@ -415,7 +439,7 @@ def grads_key_state(k, v, g, gt, dS, dz, *, c, mm, prec, prec32, interpret, pois
             dphi = _dot(vv, dSt, mm, prec, tb=True) + dz_ref[b, h, n, t, :][None, :]
             gk = gk + jnp.sum(A * (Bf * dphi), axis=1) * m
             go, gi = _phi_transpose(dphi * m, A, Bf, hf, mm, prec)
-            dk = dk + _place(go, x, d, prec32) + _place(gi, y, d, prec32)
+            dk = dk + _place(go, x, d, mm, prec32) + _place(gi, y, d, mm, prec32)
             return dk, dv, gk
 
         init = (jnp.zeros((c, d), F32), jnp.zeros((c, d), F32), jnp.zeros((c,), F32))
@@ -463,7 +487,7 @@ def grads_query_state(q, g, S, z, dn, dd, *, c, scale, mm, prec, prec32, interpr
             A, Bf = _factors(qo, qi, hf, mm, prec)
             gq = gq + jnp.sum(A * (Bf * dphi), axis=1)
             go, gi = _phi_transpose(dphi, A, Bf, hf, mm, prec)
-            dq = dq + _place(go, x, d, prec32) + _place(gi, y, d, prec32)
+            dq = dq + _place(go, x, d, mm, prec32) + _place(gi, y, d, mm, prec32)
             return dq, gq
 
         dq, gq = jax.lax.fori_loop(0, nt, body, (jnp.zeros((c, d), F32), jnp.zeros((c,), F32)))
@@ -476,25 +500,47 @@ def grads_query_state(q, g, S, z, dn, dd, *, c, scale, mm, prec, prec32, interpr
 
 
 def grads_intra(q, k, v, g, dn, dd, *, c, scale, mm, prec, prec32, interpret, poison=False):
-    """The chunk's own c x c attention: dq (B,Tp,Hq,d), dk, dv (B,Tp,Hk,d), gq (B,Tp,Hq), gk (B,Tp,Hk)."""
+    """The chunk's own c x c attention: dq (B,Tp,Hq,d), dk, dv (B,Tp,Hk,d), gq (B,Tp,Hq), gk (B,Tp,Hk).
+
+    Two kernels, the query side (grid (N, batch*q_heads)) and the key side (grid (N, batch*kv_heads),
+    formed transposed so that no matrix needs transposing): one kernel holding both sides' (c, c)
+    float32 tiles spilled 1.4 KB of registers per thread (ptxas, sm_90a, c = 128, 8 warps).
+    """
     B, Tp, Hq, d = q.shape
     Hk = k.shape[2]
     r = Hq // Hk
     n_chunks = Tp // c
 
-    def kernel(q_ref, k_ref, v_ref, g_ref, dn_ref, dd_ref, dq_ref, dk_ref, dv_ref, gq_ref, gk_ref):
+    def causal_gates(gg, transposed):
+        ri = jax.lax.broadcasted_iota(jnp.int32, (c, c), 0)
+        ci = jax.lax.broadcasted_iota(jnp.int32, (c, c), 1)
+        if transposed:  # E^T[j, i] = exp(g_i - g_j) for i >= j
+            return jnp.exp(jnp.where(ci >= ri, gg[None, :] - gg[:, None], -jnp.inf))
+        return jnp.exp(jnp.where(ri >= ci, gg[:, None] - gg[None, :], -jnp.inf))
+
+    def q_kernel(q_ref, k_ref, v_ref, g_ref, dn_ref, dd_ref, dq_ref, gq_ref):
+        n = pl.program_id(0)
+        bh = pl.program_id(1)
+        b = bh // Hq
+        hq = bh % Hq
+        h = hq // r
+        rows = pl.ds(n * c, c)
+        E = causal_gates(g_ref[b, rows, h], False)
+        kk = k_ref[b, rows, h, :]
+        sc = _dot(q_ref[b, rows, hq, :], kk, mm, prec, tb=True) * scale
+        dW = _dot_f32(dn_ref[b, rows, hq, :], v_ref[b, rows, h, :], mm, prec32, tb=True) + dd_ref[b, rows, hq][:, None]
+        gq_ref[b, rows, hq] = jnp.sum(sc * sc * E * dW, axis=1)
+        dq_ref[b, rows, hq, :] = _dot(dW * (2.0 * scale) * sc * E, kk, mm, prec)
+
+    def k_kernel(q_ref, k_ref, v_ref, g_ref, dn_ref, dd_ref, dk_ref, dv_ref, gk_ref):
         n = pl.program_id(0)
         bh = pl.program_id(1)
         b = bh // Hk
         h = bh % Hk
         rows = pl.ds(n * c, c)
-        gg = g_ref[b, rows, h]
+        Et = causal_gates(g_ref[b, rows, h], True)
         kk = k_ref[b, rows, h, :]
         vv = v_ref[b, rows, h, :]
-        ri = jax.lax.broadcasted_iota(jnp.int32, (c, c), 0)
-        ci = jax.lax.broadcasted_iota(jnp.int32, (c, c), 1)
-        E = jnp.exp(jnp.where(ri >= ci, gg[:, None] - gg[None, :], -jnp.inf))
-        Et = jnp.exp(jnp.where(ci >= ri, gg[None, :] - gg[:, None], -jnp.inf))  # E transposed
         dk = jnp.zeros((c, d), F32)
         dv = jnp.zeros((c, d), F32)
         gk = jnp.zeros((c,), F32)
@@ -502,18 +548,9 @@ def grads_intra(q, k, v, g, dn, dd, *, c, scale, mm, prec, prec32, interpret, po
             hq = h * r + j
             qq = q_ref[b, rows, hq, :]
             dnn = dn_ref[b, rows, hq, :]
-            ddd = dd_ref[b, rows, hq]
-            # query side (rows = queries)
-            sc = _dot(qq, kk, mm, prec, tb=True) * scale
-            w = sc * sc * E
-            dW = _dot(dnn, vv, F32, prec32, tb=True) + ddd[:, None]
-            gq_ref[b, rows, hq] = jnp.sum(w * dW, axis=1)
-            da = dW * (2.0 * scale) * sc * E
-            dq_ref[b, rows, hq, :] = _dot(da, kk, mm, prec)
-            # key side, formed transposed (rows = keys) so no matrix needs transposing
             sct = _dot(kk, qq, mm, prec, tb=True) * scale
             wt = sct * sct * Et
-            dWt = _dot(vv, dnn, F32, prec32, tb=True) + ddd[None, :]
+            dWt = _dot_f32(vv, dnn, mm, prec32, tb=True) + dd_ref[b, rows, hq][None, :]
             gk = gk + jnp.sum(wt * dWt, axis=1)
             dv = dv + _dot(wt, dnn, mm, prec)
             dk = dk + _dot(dWt * (2.0 * scale) * sct * Et, qq, mm, prec)
@@ -521,15 +558,15 @@ def grads_intra(q, k, v, g, dn, dd, *, c, scale, mm, prec, prec32, interpret, po
         dv_ref[b, rows, h, :] = dv
         gk_ref[b, rows, h] = gk
 
-    out_shape = (
-        jax.ShapeDtypeStruct((B, Tp, Hq, d), F32),
-        jax.ShapeDtypeStruct((B, Tp, Hk, d), F32),
-        jax.ShapeDtypeStruct((B, Tp, Hk, d), F32),
-        jax.ShapeDtypeStruct((B, Tp, Hq), F32),
-        jax.ShapeDtypeStruct((B, Tp, Hk), F32),
-    )
-    return _call(kernel, out_shape, (n_chunks, B * Hk), (q, k, v, g, dn, dd), interpret=interpret,
-                 params=_params(*KERNEL_CONFIG["grads_intra"]), poison=poison)
+    args = (q, k, v, g, dn, dd)
+    dq, gq = _call(q_kernel, (jax.ShapeDtypeStruct((B, Tp, Hq, d), F32), jax.ShapeDtypeStruct((B, Tp, Hq), F32)),
+                   (n_chunks, B * Hq), args, interpret=interpret, params=_params(*KERNEL_CONFIG["grads_intra_q"]),
+                   poison=poison)
+    dk, dv, gk = _call(k_kernel, (jax.ShapeDtypeStruct((B, Tp, Hk, d), F32), jax.ShapeDtypeStruct((B, Tp, Hk, d), F32),
+                                  jax.ShapeDtypeStruct((B, Tp, Hk), F32)),
+                       (n_chunks, B * Hk), args, interpret=interpret, params=_params(*KERNEL_CONFIG["grads_intra_k"]),
+                       poison=poison)
+    return dq, dk, dv, gq, gk
 
 
 def grads_pass(q, k, v, g, gt, S, z, dS, dz, dn, dd, *, c, scale, mm, prec, prec32, interpret, poison=False):
