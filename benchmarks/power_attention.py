@@ -276,6 +276,70 @@ def correctness(log, cases=None):
     return out
 
 
+def ptxas_report(triton_dir, b, t, log):
+    """Registers and spills of every fused kernel (forward and backward) at one shape, without a
+    GPU: JAX lowers the gradient for "cuda" (cross-platform), each kernel's Triton IR is caught
+    on its way out of the Pallas lowering, compiled for sm_90a by a Triton package found in
+    ``triton_dir`` (``pip download --no-deps triton==3.5.1``, installed with ``--target``) with
+    the kernel's KERNEL_CONFIG, and its PTX passed to the bundled ``ptxas -v``. Indicative only:
+    the device's jaxlib compiles with its own Triton version."""
+    import re
+    import subprocess
+    import tempfile
+
+    import jax
+    import jax.numpy as jnp
+    from jax._src.pallas.triton import lowering
+
+    from accumbens.sequence import fused_kernels as fk
+    from accumbens.sequence.fused import power_attention_fused
+
+    sys.path.insert(0, triton_dir)
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import compile as triton_compile
+
+    ptxas = os.path.join(triton_dir, "triton", "backends", "nvidia", "bin", "ptxas")
+    caught = []
+    original = lowering.lower_jaxpr_to_triton_module
+
+    def catch(jaxpr, *a, **k):
+        res = original(jaxpr, *a, **k)
+        caught.append((jaxpr.debug_info.func_name, res.module.operation.get_asm(enable_debug_info=False)))
+        return res
+
+    lowering.lower_jaxpr_to_triton_module = catch
+    try:
+        sds = jax.ShapeDtypeStruct
+        args = (sds((b, t, H, DHEAD), jnp.bfloat16),) * 3 + (sds((b, t, H), jnp.float32),)
+        f = lambda q, k, v, lg: power_attention_fused(q, k, v, lg, chunk_size=CHUNK, interpret=False)
+        g = jax.grad(lambda *a: jnp.sum(f(*a).astype(jnp.float32)), argnums=(0, 1, 2, 3))
+        jax.jit(g).trace(*args).lower(lowering_platforms=("cuda",))
+    finally:
+        lowering.lower_jaxpr_to_triton_module = original
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (name, text) in enumerate(caught):
+            key = name if name != "prefix" else ("prefix_reverse" if "prefix_forward" in out else "prefix_forward")
+            warps, stages = fk.KERNEL_CONFIG.get(name, (8, 1))
+            path = os.path.join(tmp, f"{i}.ttir")
+            with open(path, "w") as fh:
+                fh.write(text)
+            kern = triton_compile(path, target=GPUTarget("cuda", 90, 32),
+                                  options=dict(num_warps=warps, num_stages=stages))
+            ptx_path = os.path.join(tmp, f"{i}.ptx")
+            with open(ptx_path, "w") as fh:
+                fh.write(kern.asm["ptx"])
+            r = subprocess.run([ptxas, "-v", "--gpu-name", "sm_90a", ptx_path, "-o", os.devnull],
+                               capture_output=True, text=True, check=True)
+            spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", r.stderr).groups()
+            out[key] = dict(num_warps=warps, num_stages=stages,
+                            registers=int(re.search(r"Used (\d+) registers", r.stderr).group(1)),
+                            spill_store_bytes=int(spills[0]), spill_load_bytes=int(spills[1]),
+                            shared_bytes=int(kern.metadata.shared))
+            log(f"ptxas {b}x{t} {key}: {json.dumps(out[key])}")
+    return out
+
+
 def _timed_first(fn, *a):
     """Seconds of the first call (compile + one run)."""
     import jax
@@ -385,6 +449,9 @@ def main():
                          "the JSON is rewritten after every row, so a killed run keeps what it measured")
     ap.add_argument("--kernel_config", default="",
                     help="override (num_warps, num_stages) of fused kernels before tracing, e.g. output=8:1,prefix=4:1")
+    ap.add_argument("--ptxas", default="",
+                    help="folder holding a Triton package: report registers/spills of each fused kernel "
+                         "(compiled for sm_90a on this machine, no GPU needed) at --shapes' first shape, then exit")
     args = ap.parse_args()
     t_start = time.perf_counter()
     if args.kernel_config:
@@ -431,6 +498,11 @@ def main():
                "chunked": lambda b, t: bench_ours("chunked", b, t, max(5, args.reps // 4)),
                "cudnn": lambda b, t: bench_cudnn(b, t, args.reps),
                "package": lambda b, t: bench_package(b, t, args.reps)}
+    if args.ptxas:
+        b, t = shapes[0] if args.shapes else (1, 65536)
+        result["ptxas"] = {f"{b}x{t}": ptxas_report(args.ptxas, b, t, log)}
+        _write(result, args.out)
+        return 0
     if "check" not in skip:
         t0 = time.perf_counter()
         result["check"] = correctness(log)

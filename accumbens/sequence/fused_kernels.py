@@ -179,19 +179,21 @@ def _params(num_warps: int, num_stages: int):
     return plgpu.CompilerParams(num_warps=num_warps, num_stages=num_stages)
 
 
-def _call(kernel, out_shape, grid, args, *, interpret, params, poison):
-    """pallas_call. With ``poison`` the outputs start as NaN (aliased NaN inputs), so any element
-    a kernel fails to write shows up as NaN downstream."""
-    cp = None if interpret else params
+def _call(kernel, out_shape, grid, args, *, interpret, config: str, poison):
+    """pallas_call named ``config`` (its KERNEL_CONFIG key, which sets num_warps/num_stages).
+    With ``poison`` the outputs start as NaN (aliased NaN inputs), so any element a kernel fails
+    to write shows up as NaN downstream."""
+    cp = None if interpret else _params(*KERNEL_CONFIG[config])
     if not poison:
-        return pl.pallas_call(kernel, out_shape=out_shape, grid=grid, interpret=interpret, compiler_params=cp)(*args)
+        return pl.pallas_call(kernel, out_shape=out_shape, grid=grid, interpret=interpret, compiler_params=cp,
+                              name=config)(*args)
     n_in, n_out = len(args), len(out_shape)
     nan_bufs = [jnp.full(o.shape, jnp.nan, o.dtype) for o in out_shape]
 
     def wrapped(*refs):
         kernel(*refs[:n_in], *refs[n_in + n_out:])
 
-    return pl.pallas_call(wrapped, out_shape=out_shape, grid=grid, interpret=interpret,
+    return pl.pallas_call(wrapped, out_shape=out_shape, grid=grid, interpret=interpret, name=config,
                           input_output_aliases={n_in + i: i for i in range(n_out)}, compiler_params=cp)(*args, *nan_bufs)
 
 
@@ -235,7 +237,7 @@ def chunk_states(k, v, g, gt, *, c, state_dtype, mm, prec, interpret, poison=Fal
         jax.lax.fori_loop(0, nt, body, 0)
 
     return _call(kernel, _state_shapes(B, Hk, N, nt, d, state_dtype), (N, B * Hk), (k, v, g, gt),
-                 interpret=interpret, params=_params(*KERNEL_CONFIG["chunk_states"]), poison=poison)
+                 interpret=interpret, config="chunk_states", poison=poison)
 
 
 def chunk_prefix(delta, dz, gt, *, reverse: bool, interpret, poison=False, rows=None, dot_with=None):
@@ -293,7 +295,7 @@ def chunk_prefix(delta, dz, gt, *, reverse: bool, interpret, poison=False, rows=
         out_shape.append(jax.ShapeDtypeStruct((B, Hk, N, nt, F // R), F32))
         args = args + tuple(dot_with)
     return _call(kernel, tuple(out_shape), (B * Hk, nt, F // R), args, interpret=interpret,
-                 params=_params(*KERNEL_CONFIG["prefix"]), poison=poison)
+                 config="prefix", poison=poison)
 
 
 def chunk_prefix_xla(delta, dz, gt, *, reverse: bool):
@@ -362,7 +364,7 @@ def output_pass(q, k, v, g, S, z, *, c, scale, mm, prec, prec32, interpret, pois
 
     out_shape = (jax.ShapeDtypeStruct((B, Tp, Hq, d), F32), jax.ShapeDtypeStruct((B, Tp, Hq), F32))
     return _call(kernel, out_shape, (N, B * Hq), (q, k, v, g, S, z), interpret=interpret,
-                 params=_params(*KERNEL_CONFIG["output"]), poison=poison)
+                 config="output", poison=poison)
 
 
 # ----------------------------------------------------------------------------------------
@@ -407,7 +409,7 @@ def chunk_dstates(q, dn, dd, g, *, c, scale, state_dtype, mm, prec, interpret, p
         jax.lax.fori_loop(0, nt, body, 0)
 
     return _call(kernel, _state_shapes(B, Hk, N, nt, d, state_dtype), (N, B * Hk), (q, dn, dd, g),
-                 interpret=interpret, params=_params(*KERNEL_CONFIG["chunk_dstates"]), poison=poison)
+                 interpret=interpret, config="chunk_dstates", poison=poison)
 
 
 def grads_key_state(k, v, g, gt, dS, dz, *, c, mm, prec, prec32, interpret, poison=False):
@@ -454,7 +456,7 @@ def grads_key_state(k, v, g, gt, dS, dz, *, c, mm, prec, prec32, interpret, pois
         jax.ShapeDtypeStruct((B, Tp, Hk), F32),
     )
     return _call(kernel, out_shape, (N, B * Hk), (k, v, g, gt, dS, dz), interpret=interpret,
-                 params=_params(*KERNEL_CONFIG["grads_k"]), poison=poison)
+                 config="grads_k", poison=poison)
 
 
 def grads_query_state(q, g, S, z, dn, dd, *, c, scale, mm, prec, prec32, interpret, poison=False):
@@ -496,7 +498,7 @@ def grads_query_state(q, g, S, z, dn, dd, *, c, scale, mm, prec, prec32, interpr
 
     out_shape = (jax.ShapeDtypeStruct((B, Tp, Hq, d), F32), jax.ShapeDtypeStruct((B, Tp, Hq), F32))
     return _call(kernel, out_shape, (N, B * Hq), (q, g, S, z, dn, dd), interpret=interpret,
-                 params=_params(*KERNEL_CONFIG["grads_q"]), poison=poison)
+                 config="grads_q", poison=poison)
 
 
 def grads_intra(q, k, v, g, dn, dd, *, c, scale, mm, prec, prec32, interpret, poison=False):
@@ -560,11 +562,11 @@ def grads_intra(q, k, v, g, dn, dd, *, c, scale, mm, prec, prec32, interpret, po
 
     args = (q, k, v, g, dn, dd)
     dq, gq = _call(q_kernel, (jax.ShapeDtypeStruct((B, Tp, Hq, d), F32), jax.ShapeDtypeStruct((B, Tp, Hq), F32)),
-                   (n_chunks, B * Hq), args, interpret=interpret, params=_params(*KERNEL_CONFIG["grads_intra_q"]),
+                   (n_chunks, B * Hq), args, interpret=interpret, config="grads_intra_q",
                    poison=poison)
     dk, dv, gk = _call(k_kernel, (jax.ShapeDtypeStruct((B, Tp, Hk, d), F32), jax.ShapeDtypeStruct((B, Tp, Hk, d), F32),
                                   jax.ShapeDtypeStruct((B, Tp, Hk), F32)),
-                       (n_chunks, B * Hk), args, interpret=interpret, params=_params(*KERNEL_CONFIG["grads_intra_k"]),
+                       (n_chunks, B * Hk), args, interpret=interpret, config="grads_intra_k",
                        poison=poison)
     return dq, dk, dv, gq, gk
 
