@@ -22,7 +22,7 @@ cudnn, package), --skip breakdown,crosscheck, --shapes, and bound the run with -
 fused-only device run with the chunked form as the in-run baseline:
 
   python benchmarks/power_attention.py --impls fused,chunked --skip crosscheck \
-      --breakdown_shapes 1x65536 --deadline_s 400 --out $OUT/power_attention.json
+      --breakdown_shapes 1x65536 --deadline_s 420 --out $OUT/power_attention.json
 
 It starts with the fused kernels' correctness checks on the GPU (--skip check to leave out):
 forward and gradients against our float64 reference, outputs poisoned, fresh inputs (the
