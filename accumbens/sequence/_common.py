@@ -108,3 +108,18 @@ def safe_divide(num: Array, den: Array) -> Array:
     """``num / den`` with rows whose weight sum is exactly zero (e.g. an all-zero query) giving 0, not NaN."""
     den_ok = jnp.where(den == 0, jnp.ones_like(den), den)
     return num / den_ok[..., None]
+
+
+def check_step_shapes(state_shape: tuple, q_t: Array, k_t: Array, v_t: Array, log_g_t: Optional[Array], p: int) -> None:
+    """Raises ValueError unless one decode step's inputs fit a state whose expanded-state array has
+    shape ``state_shape = (batch, kv_heads, D, head_dim)`` and degree ``p``."""
+    b, hk, D, d = state_shape
+    if q_t.ndim != 3 or q_t.shape[0] != b or q_t.shape[2] != d or q_t.shape[1] % hk:
+        raise ValueError(f"q_t must have shape (batch={b}, q_heads=r*{hk}, head_dim={d}), got {q_t.shape}")
+    for name, x in (("k_t", k_t), ("v_t", v_t)):
+        if x.shape != (b, hk, d):
+            raise ValueError(f"{name} must have shape {(b, hk, d)}, got {x.shape}")
+    if log_g_t is not None and log_g_t.shape != (b, hk):
+        raise ValueError(f"log_g_t must have shape {(b, hk)}, got {log_g_t.shape}")
+    if expanded_dim(d, p) != D:
+        raise ValueError(f"state has D={D}, but degree {p} with head_dim {d} needs {expanded_dim(d, p)}")

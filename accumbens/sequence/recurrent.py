@@ -38,7 +38,7 @@ from typing import NamedTuple, Optional, Tuple
 import jax.numpy as jnp
 
 from accumbens.sequence._common import (
-    Array, accum_dtype, check_degree, expanded_dim, phi_key, phi_query, safe_divide,
+    Array, accum_dtype, check_degree, check_step_shapes, expanded_dim, phi_key, phi_query, safe_divide,
 )
 
 
@@ -96,14 +96,8 @@ def step(
     del scale
     p = state.degree if degree is None else degree
     check_degree(p)
+    check_step_shapes(state.S.shape, q_t, k_t, v_t, log_g_t, p)
     b, hk, D, d = state.S.shape
-    if q_t.ndim != 3 or q_t.shape[0] != b or q_t.shape[2] != d or q_t.shape[1] % hk:
-        raise ValueError(f"q_t must have shape (batch={b}, q_heads=r*{hk}, head_dim={d}), got {q_t.shape}")
-    for name, x in (("k_t", k_t), ("v_t", v_t)):
-        if x.shape != (b, hk, d):
-            raise ValueError(f"{name} must have shape {(b, hk, d)}, got {x.shape}")
-    if expanded_dim(d, p) != D:
-        raise ValueError(f"state has D={D}, but degree {p} with head_dim {d} needs {expanded_dim(d, p)}")
     r = q_t.shape[1] // hk
     acc = accum_dtype(jnp.promote_types(q_t.dtype, state.S.dtype))
     pk = phi_key(k_t.astype(acc), p)  # (b, hk, D)

@@ -77,7 +77,8 @@ import jax
 import jax.numpy as jnp
 
 from accumbens.sequence._common import (
-    Array, accum_dtype, check_degree, default_scale, expanded_dim, phi_key, phi_query, safe_divide,
+    Array, accum_dtype, check_degree, check_step_shapes, default_scale, expanded_dim, phi_key, phi_query,
+    safe_divide,
 )
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -144,19 +145,6 @@ def init_window_state(
     )
 
 
-def _check_step_shapes(state: WindowState, q_t: Array, k_t: Array, v_t: Array, log_g_t: Optional[Array], p: int):
-    b, hk, D, d = state.S.shape
-    if q_t.ndim != 3 or q_t.shape[0] != b or q_t.shape[2] != d or q_t.shape[1] % hk:
-        raise ValueError(f"q_t must have shape (batch={b}, q_heads=r*{hk}, head_dim={d}), got {q_t.shape}")
-    for name, x in (("k_t", k_t), ("v_t", v_t)):
-        if x.shape != (b, hk, d):
-            raise ValueError(f"{name} must have shape {(b, hk, d)}, got {x.shape}")
-    if log_g_t is not None and log_g_t.shape != (b, hk):
-        raise ValueError(f"log_g_t must have shape {(b, hk)}, got {log_g_t.shape}")
-    if expanded_dim(d, p) != D:
-        raise ValueError(f"state has D={D}, but degree {p} with head_dim {d} needs {expanded_dim(d, p)}")
-
-
 def window_step(
     state: WindowState,
     q_t: Array,
@@ -184,7 +172,7 @@ def window_step(
     """
     p = state.degree if degree is None else degree
     check_degree(p)
-    _check_step_shapes(state, q_t, k_t, v_t, log_g_t, p)
+    check_step_shapes(state.S.shape, q_t, k_t, v_t, log_g_t, p)
     b, hk, D, d = state.S.shape
     c = state.chunk_size
     r = q_t.shape[1] // hk
