@@ -64,6 +64,8 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]  # don't shadow modules
+
+from accumbens.atomic import atomic_write  # noqa: E402
 RESULTS = os.path.join(HERE, "results", "compiled_equivalence.json")
 ARMS = ("host", "compiled")
 METRICS = ("train_return_mean", "eval_return_mean")
@@ -410,9 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         payload["result"] = analyse(args)
         payload["elapsed_s"] = time.time() - started
         payload["complete"] = final
-        with open(output + ".tmp", "w") as f:
-            json.dump(payload, f, indent=1)
-        os.replace(output + ".tmp", output)
+        atomic_write(output, lambda f: json.dump(payload, f, indent=1), text=True)
         if payload["result"]["iterations_compared"]:
             plot(payload["result"], os.path.splitext(output)[0] + ".png",
                  f"DQN (MinAtar paper settings), gymnax MinAtar {args.game}: host vs compiled runner\n"

@@ -37,6 +37,8 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]  # don't shadow modules
+
+from accumbens.atomic import atomic_write  # noqa: E402
 RESULTS = os.path.join(HERE, "results", "compiled_scaling.json")
 
 
@@ -154,9 +156,7 @@ def main(argv=None) -> int:
 
     def save() -> None:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        with open(args.output + ".tmp", "w") as f:
-            json.dump(payload, f, indent=1)
-        os.replace(args.output + ".tmp", args.output)
+        atomic_write(args.output, lambda f: json.dump(payload, f, indent=1), text=True)
 
     for num_seeds in (int(s) for s in args.seeds.split(",")):
         print(f"[compiled_scaling] {num_seeds} seeds on 1 device", flush=True)

@@ -46,6 +46,8 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]  # don't shadow modules
+
+from accumbens.atomic import atomic_write  # noqa: E402
 RESULTS = os.path.join(HERE, "results", "compiled_sweep.json")
 GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
 METRICS = ("train_return_mean", "eval_return_mean")
@@ -253,9 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         summaries = [summarise(args, game) for game in games]
         payload["games"] = summaries
         payload["elapsed_s"] = time.time() - started
-        with open(output + ".tmp", "w") as f:
-            json.dump(payload, f, indent=1)
-        os.replace(output + ".tmp", output)
+        atomic_write(output, lambda f: json.dump(payload, f, indent=1), text=True)
         plot(summaries, os.path.splitext(output)[0] + ".png", args.metric, title)
         return summaries
 

@@ -51,9 +51,12 @@ import numpy as np
 # power_attention package; drop that entry (the repository root must be importable instead).
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+
 _ROOT = os.path.dirname(_HERE)
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
+
+from accumbens.atomic import atomic_write  # noqa: E402
 
 SHAPES = [(64, 1024), (16, 4096), (4, 16384), (1, 65536)]
 H, DHEAD, DEG, CHUNK = 8, 64, 2, 128
@@ -426,10 +429,7 @@ def bench_fused_prefix(prefix, b, t, reps):
 def _write(result, path):
     """Write the JSON atomically (called after every row, so a killed run keeps its rows)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(result, fh, indent=1)
-    os.replace(tmp, path)
+    atomic_write(path, lambda fh: json.dump(result, fh, indent=1), text=True)
 
 
 METHODS = ("fused", "fused_xla", "chunked", "cudnn", "package")

@@ -30,6 +30,8 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]  # don't shadow modules
+
+from accumbens.atomic import atomic_write  # noqa: E402
 RESULTS = os.path.join(HERE, "results", "research_agents_minatar.json")
 GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
 
@@ -147,9 +149,7 @@ def main(argv=None) -> int:
                        "agents": {k: {"gin_files": v[0], "bindings": v[1]} for k, v in AGENTS.items()},
                        "results": results}
             os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-            with open(args.output + ".tmp", "w") as f:
-                json.dump(payload, f, indent=1)
-            os.replace(args.output + ".tmp", args.output)
+            atomic_write(args.output, lambda f: json.dump(payload, f, indent=1), text=True)
             print(table(results[-1:]), flush=True)
     print(table(results))
     plot(results, os.path.splitext(args.output)[0] + ".png")

@@ -37,6 +37,7 @@ import numpy as np
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]  # don't shadow modules
 
+from accumbens.atomic import atomic_write  # noqa: E402
 from accumbens.replay import PrioritizedReplayBuffer, ReplayBuffer, SumTree  # noqa: E402
 
 
@@ -182,10 +183,7 @@ def main(argv=None) -> None:
         "goal_met_cpu_median": tree_rows[-1]["size"] == 10**6 and tree_rows[-1]["sample32"]["cpu_median_us"] < 50,
     }
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(tmp, args.out)
+    atomic_write(args.out, lambda f: json.dump(result, f, indent=2), text=True)
     print(f"wrote {args.out}")
 
 

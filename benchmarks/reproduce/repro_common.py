@@ -40,6 +40,8 @@ import threading
 import time
 from typing import Any, Iterable, Optional, Sequence
 
+from accumbens.atomic import atomic_write
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 RESULTS_DIR = os.path.join(REPO, "benchmarks", "results")
@@ -85,11 +87,7 @@ def save_results(path: str, results: dict) -> None:
 def _save_results(path: str, results: dict) -> None:
     results["updated"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(results, f, indent=1, allow_nan=False)
-        f.write("\n")
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: f.write(json.dumps(results, indent=1, allow_nan=False) + "\n"), text=True)
 
 
 def _finite(value: Any) -> Optional[float]:
